@@ -1,0 +1,615 @@
+//! Ports and the request lifecycle: get, prepare, submit, accept, respond, receive, put.
+//!
+//! ```text
+//!  owner (client port C)                          server (port S)
+//!  get_request ─▶ HELD ── submit ─▶ SUBMITTED ─▶ (S's request ring) ── accept ─▶ ACCEPTED
+//!  put_request ◀─ HELD ◀─ receive ── (C's reply ring) ◀─ REPLIED ◀────────── respond ─┘
+//! ```
+//!
+//! Every transition is a CAS on the request's state word, which also carries the owning
+//! port. A ring entry is only a hint: whoever pops an index re-validates the state word,
+//! so stale or duplicated entries (left by crashes and recovery) are skipped harmlessly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::*;
+use crate::request::{Held, Incoming, Op, Request, Target};
+use crate::segment::{current_identity, owner_alive, Segment};
+use crate::signal::{Futex, FutexSignal, LinuxFutex, Signal, SignalWords};
+use crate::sync::Ordering;
+
+/// How long a waiter spins before it sleeps on the futex, by default.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// A bound port. Its owner (this process) accepts requests sent to it and receives the
+/// replies to requests it sent. `Send + Sync`: worker threads share one port.
+pub struct Port {
+    seg: Arc<Segment>,
+    no: u32,
+    generation: u32,
+    signal: FutexSignal<LinuxFutex>,
+}
+
+impl Segment {
+    /// Binds static port `port` to this process.
+    pub fn bind_port(self: &Arc<Self>, port: u32) -> Result<Port> {
+        let g = self.geometry();
+        if port >= g.nr_ports {
+            return Err(Error::PortOutOfRange { port, nr_ports: g.nr_ports });
+        }
+        if port >= g.dynamic_port_start {
+            return Err(Error::PortIsDynamic { port });
+        }
+        self.try_bind(port)
+    }
+
+    /// Binds static port `port`, first recovering it if its previous owner died (what a
+    /// restarted peer does).
+    pub fn bind_port_recovering(self: &Arc<Self>, port: u32) -> Result<Port> {
+        match self.bind_port(port) {
+            Err(Error::PortBusy { alive: false, .. }) => {
+                self.recover_port(port)?;
+                self.bind_port(port)
+            }
+            other => other,
+        }
+    }
+
+    /// Binds any free dynamic port.
+    pub fn bind_dynamic_port(self: &Arc<Self>) -> Result<Port> {
+        let g = *self.geometry();
+        let count = g.nr_ports - g.dynamic_port_start;
+        if count == 0 {
+            return Err(Error::NoFreePort);
+        }
+        let start = self.header().dynamic_cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..count {
+            let port = g.dynamic_port_start + (start.wrapping_add(i) % count);
+            match self.try_bind(port) {
+                Ok(p) => return Ok(p),
+                Err(Error::PortBusy { alive: false, .. }) => {
+                    // A dead frontend's port: reclaim it on the way (best effort).
+                    if self.recover_port(port).is_ok() {
+                        if let Ok(p) = self.try_bind(port) {
+                            return Ok(p);
+                        }
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        Err(Error::NoFreePort)
+    }
+
+    fn try_bind(self: &Arc<Self>, port: u32) -> Result<Port> {
+        let desc = self.port_desc(port);
+        let (pid, start_time) = current_identity();
+        match desc.owner_pid.compare_exchange(PORT_FREE, pid, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                desc.owner_start_time.store(start_time, Ordering::Release);
+                let generation = desc.bind_generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+                desc.requests_owned.store(0, Ordering::Release);
+                desc.sleepers.store(0, Ordering::Release);
+                Ok(Port { seg: self.clone(), no: port, generation, signal: FutexSignal::new(DEFAULT_SPIN) })
+            }
+            Err(PORT_RECOVERING) => Err(Error::PortRecovering { port }),
+            Err(owner) => Err(Error::PortBusy {
+                port,
+                pid: owner,
+                alive: owner_alive(owner, desc.owner_start_time.load(Ordering::Acquire)),
+            }),
+        }
+    }
+
+    /// Whether some live process has `port` bound (a request sent there will be served).
+    pub fn port_is_bound(&self, port: u32) -> bool {
+        port < self.geometry().nr_ports && {
+            let desc = self.port_desc(port);
+            let pid = desc.owner_pid.load(Ordering::Acquire);
+            pid != PORT_FREE
+                && pid != PORT_RECOVERING
+                && owner_alive(pid, desc.owner_start_time.load(Ordering::Acquire))
+        }
+    }
+
+    /// Claims a free request descriptor for `owner` (scan from a rotating hint).
+    fn claim_request(&self, owner: u32) -> Option<u32> {
+        let n = self.geometry().nr_requests;
+        let start = self.header().request_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| start.wrapping_add(i) % n).find(|&index| {
+            let state = &self.request_desc(index).state;
+            state.load(Ordering::Relaxed) == REQ_FREE
+                && state
+                    .compare_exchange(
+                        REQ_FREE,
+                        req_word(owner, REQ_HELD),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+        })
+    }
+
+    /// Claims a free data buffer for request `index`.
+    fn claim_buffer(&self, index: u32) -> Option<u32> {
+        let n = self.geometry().nr_buffers;
+        if n == 0 {
+            return None;
+        }
+        let start = self.header().buffer_cursor.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|i| start.wrapping_add(i) % n).find(|&buffer| {
+            let owner = &self.buffer_desc(buffer).owner_request;
+            owner.load(Ordering::Relaxed) == 0
+                && owner.compare_exchange(0, index + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        })
+    }
+
+    /// Returns request `index`'s own buffer (if any) to the pool.
+    pub(crate) fn release_buffer_of(&self, index: u32) {
+        let desc = self.request_desc(index);
+        let buffer = desc.buffer_index.swap(NO_BUFFER, Ordering::AcqRel);
+        if buffer < self.geometry().nr_buffers {
+            let _ = self.buffer_desc(buffer).owner_request.compare_exchange(
+                index + 1,
+                0,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Frees request `index` if its state word is still `expected`.
+    pub(crate) fn free_request_if(&self, index: u32, expected: u32) -> bool {
+        let desc = self.request_desc(index);
+        if desc.state.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        // Take the buffer back first: a request is never FREE while it holds one.
+        self.release_buffer_of(index);
+        desc.state.compare_exchange(expected, REQ_FREE, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    pub(crate) fn signal_words(&self, port: u32) -> SignalWords<'_> {
+        let desc = self.port_desc(port);
+        SignalWords { wake_seq: &desc.wake_seq, sleepers: &desc.sleepers }
+    }
+
+    /// Pushes `index` on `port`'s reply ring, retrying briefly if it is full (it cannot be
+    /// while the owner respects its request bound; stale entries could fill it).
+    pub(crate) fn push_reply(&self, port: u32, index: u32) -> bool {
+        let ring = self.reply_ring(port);
+        for attempt in 0..10_000 {
+            if ring.push(index).is_ok() {
+                FutexSignal::<LinuxFutex>::new(Duration::ZERO).notify(self.signal_words(port));
+                return true;
+            }
+            if attempt > 100 {
+                std::thread::yield_now();
+            }
+        }
+        false
+    }
+}
+
+/// Read access to a held request's fields.
+pub struct RequestView<'a> {
+    seg: &'a Segment,
+    desc: &'a RequestDesc,
+}
+
+impl RequestView<'_> {
+    /// The operation, or `None` for a number this build does not know.
+    pub fn op(&self) -> Option<Op> {
+        Op::from_u32(self.desc.op.load(Ordering::Relaxed))
+    }
+    pub fn op_raw(&self) -> u32 {
+        self.desc.op.load(Ordering::Relaxed)
+    }
+    pub fn flags(&self) -> u32 {
+        self.desc.flags.load(Ordering::Relaxed)
+    }
+    pub fn offset(&self) -> u64 {
+        self.desc.offset.load(Ordering::Relaxed)
+    }
+    pub fn size(&self) -> u64 {
+        self.desc.size.load(Ordering::Relaxed)
+    }
+    pub fn serviced(&self) -> u64 {
+        self.desc.serviced.load(Ordering::Relaxed)
+    }
+    pub fn user_data(&self) -> u64 {
+        self.desc.user_data.load(Ordering::Relaxed)
+    }
+    pub fn serial(&self) -> u64 {
+        self.desc.serial.load(Ordering::Relaxed)
+    }
+    pub fn src_port(&self) -> u32 {
+        self.desc.src_port.load(Ordering::Relaxed)
+    }
+    /// 0 when the request was served, else the errno it failed with.
+    pub fn errno(&self) -> i32 {
+        self.desc.errno.load(Ordering::Relaxed) as i32
+    }
+    pub fn data_len(&self) -> u64 {
+        self.desc.data_len.load(Ordering::Relaxed)
+    }
+    /// The target, bounds-checked; `None` if its recorded length is out of range.
+    pub fn target(&self) -> Option<Target> {
+        let len = self.desc.target_len.load(Ordering::Relaxed) as usize;
+        if len > TARGET_LEN_MAX {
+            return None;
+        }
+        let mut target = Target { bytes: [0; TARGET_LEN_MAX], len };
+        for (chunk, word) in target.bytes.chunks_exact_mut(8).zip(&self.desc.target).take(len.div_ceil(8)) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        Some(target)
+    }
+    fn window(&self) -> (u64, u64) {
+        (self.desc.data_offset.load(Ordering::Relaxed), self.desc.data_len.load(Ordering::Relaxed))
+    }
+    fn window_ok(&self) -> bool {
+        let (offset, len) = self.window();
+        self.seg.data_window_ok(offset, len)
+    }
+}
+
+/// Write access to a held request's fields.
+pub struct RequestMut<'a> {
+    view: RequestView<'a>,
+}
+
+impl<'a> std::ops::Deref for RequestMut<'a> {
+    type Target = RequestView<'a>;
+    fn deref(&self) -> &RequestView<'a> {
+        &self.view
+    }
+}
+
+impl RequestMut<'_> {
+    pub fn set_op(&self, op: Op) -> &Self {
+        self.view.desc.op.store(op as u32, Ordering::Relaxed);
+        self
+    }
+    pub fn set_flags(&self, flags: u32) -> &Self {
+        self.view.desc.flags.store(flags, Ordering::Relaxed);
+        self
+    }
+    pub fn set_offset(&self, offset: u64) -> &Self {
+        self.view.desc.offset.store(offset, Ordering::Relaxed);
+        self
+    }
+    pub fn set_size(&self, size: u64) -> &Self {
+        self.view.desc.size.store(size, Ordering::Relaxed);
+        self
+    }
+    pub fn set_serviced(&self, serviced: u64) -> &Self {
+        self.view.desc.serviced.store(serviced, Ordering::Relaxed);
+        self
+    }
+    pub fn set_user_data(&self, value: u64) -> &Self {
+        self.view.desc.user_data.store(value, Ordering::Relaxed);
+        self
+    }
+    pub fn set_target(&self, target: &[u8]) -> Result<&Self> {
+        if target.len() > TARGET_LEN_MAX {
+            return Err(Error::TargetTooLong { len: target.len(), max: TARGET_LEN_MAX });
+        }
+        for (i, chunk) in target.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.view.desc.target[i].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        self.view.desc.target_len.store(target.len() as u32, Ordering::Relaxed);
+        Ok(self)
+    }
+}
+
+impl Port {
+    pub fn number(&self) -> u32 {
+        self.no
+    }
+
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// Sets how long `wait` spins before sleeping (0 = sleep at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.signal = FutexSignal::new(spin);
+    }
+
+    fn desc(&self) -> &PortDesc {
+        self.seg.port_desc(self.no)
+    }
+
+    /// Takes a request descriptor from the pool, with a data buffer of `data_len` bytes
+    /// (none when 0). Fails when the pool, the buffers, or this port's bound is exhausted.
+    pub fn get_request(&self, data_len: u64) -> Result<Request> {
+        let g = self.seg.geometry();
+        if data_len > g.buffer_bytes {
+            return Err(Error::DataTooLarge { len: data_len, max: g.buffer_bytes });
+        }
+        let desc = self.desc();
+        if desc.requests_owned.fetch_add(1, Ordering::AcqRel) >= g.queue_capacity {
+            desc.requests_owned.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::TooManyRequests { port: self.no, limit: g.queue_capacity });
+        }
+        let Some(index) = self.seg.claim_request(self.no) else {
+            desc.requests_owned.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::NoFreeRequest);
+        };
+        let r = self.seg.request_desc(index);
+        r.owner_generation.store(self.generation, Ordering::Relaxed);
+        r.serial.fetch_add(1, Ordering::Relaxed);
+        for field in [&r.op, &r.flags, &r.errno, &r.target_len] {
+            field.store(0, Ordering::Relaxed);
+        }
+        for field in [&r.offset, &r.size, &r.serviced, &r.data_offset, &r.data_len, &r.user_data] {
+            field.store(0, Ordering::Relaxed);
+        }
+        r.src_port.store(self.no, Ordering::Relaxed);
+        r.dst_port.store(NO_PORT, Ordering::Relaxed);
+        r.buffer_index.store(NO_BUFFER, Ordering::Relaxed);
+        if data_len > 0 {
+            let Some(buffer) = self.seg.claim_buffer(index) else {
+                self.put_request(Request { index });
+                return Err(Error::NoFreeBuffer);
+            };
+            r.buffer_index.store(buffer, Ordering::Relaxed);
+            r.data_offset.store(self.seg.buffer_offset(buffer), Ordering::Relaxed);
+            r.data_len.store(data_len, Ordering::Relaxed);
+        }
+        Ok(Request { index })
+    }
+
+    /// Returns a request to the pool (with its buffer).
+    pub fn put_request(&self, req: Request) {
+        let word = req_word(self.no, REQ_HELD);
+        let freed = self.seg.free_request_if(req.index, word);
+        debug_assert!(freed, "put_request of a request this port does not hold");
+        self.desc().requests_owned.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn view<'a>(&'a self, req: &impl Held) -> RequestView<'a> {
+        RequestView { seg: &self.seg, desc: self.seg.request_desc(req.index()) }
+    }
+
+    pub fn edit<'a>(&'a self, req: &mut impl Held) -> RequestMut<'a> {
+        RequestMut { view: self.view(req) }
+    }
+
+    /// The request's data window.
+    pub fn data<'a>(&'a self, req: &'a impl Held) -> Result<&'a [u8]> {
+        let view = self.view(req);
+        let (offset, len) = view.window();
+        if !view.window_ok() {
+            return Err(Error::WindowOutOfRange { offset, len });
+        }
+        Ok(self.seg.data(offset, len))
+    }
+
+    /// The request's data window, writable while the token is borrowed.
+    pub fn data_mut<'a>(&'a self, req: &'a mut impl Held) -> Result<&'a mut [u8]> {
+        let view = self.view(req);
+        let (offset, len) = view.window();
+        if !view.window_ok() {
+            return Err(Error::WindowOutOfRange { offset, len });
+        }
+        Ok(self.seg.data_mut(offset, len))
+    }
+
+    /// Shrinks a request's window to its first `len` bytes (e.g. to size a reply payload).
+    pub fn truncate_data(&self, req: &mut impl Held, len: u64) -> Result<()> {
+        let desc = self.seg.request_desc(req.index());
+        let current = desc.data_len.load(Ordering::Relaxed);
+        if len > current {
+            return Err(Error::DataTooLarge { len, max: current });
+        }
+        desc.data_len.store(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Points `sub`'s data window at `[offset, offset+len)` of `parent`'s window: the
+    /// zero-copy path by which a request is split into object requests.
+    pub fn share_window(&self, sub: &mut Request, parent: &impl Held, offset: u64, len: u64) -> Result<()> {
+        let p = self.seg.request_desc(parent.index());
+        let (p_offset, p_len) = (p.data_offset.load(Ordering::Relaxed), p.data_len.load(Ordering::Relaxed));
+        if offset.checked_add(len).is_none_or(|end| end > p_len) || !self.seg.data_window_ok(p_offset, p_len)
+        {
+            return Err(Error::WindowOutOfRange { offset, len });
+        }
+        self.seg.release_buffer_of(sub.index);
+        let s = self.seg.request_desc(sub.index);
+        s.data_offset.store(p_offset + offset, Ordering::Relaxed);
+        s.data_len.store(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends `req` to port `dst`. On failure the request comes back with the error.
+    pub fn submit(&self, req: Request, dst: u32) -> std::result::Result<(), (Request, Error)> {
+        let nr_ports = self.seg.geometry().nr_ports;
+        if dst >= nr_ports {
+            return Err((req, Error::PortOutOfRange { port: dst, nr_ports }));
+        }
+        let desc = self.seg.request_desc(req.index);
+        desc.src_port.store(self.no, Ordering::Relaxed);
+        desc.dst_port.store(dst, Ordering::Relaxed);
+        let held = req_word(self.no, REQ_HELD);
+        let submitted = req_word(self.no, REQ_SUBMITTED);
+        let swapped = desc.state.compare_exchange(held, submitted, Ordering::AcqRel, Ordering::Relaxed);
+        assert!(swapped.is_ok(), "submit of a request this port does not hold");
+        if self.seg.request_ring(dst).push(req.index).is_err() {
+            desc.state.store(held, Ordering::Release);
+            return Err((req, Error::QueueFull { port: dst }));
+        }
+        self.desc().requests_submitted.fetch_add(1, Ordering::Relaxed);
+        self.signal.notify(self.seg.signal_words(dst));
+        Ok(())
+    }
+
+    /// Takes the next request sent to this port. Malformed requests (bad target length or
+    /// data window) are failed back with EINVAL and skipped; stale ring entries are skipped.
+    pub fn accept(&self) -> Option<Incoming> {
+        let g = *self.seg.geometry();
+        let ring = self.seg.request_ring(self.no);
+        loop {
+            let index = ring.pop()?;
+            if index >= g.nr_requests {
+                self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let desc = self.seg.request_desc(index);
+            let word = desc.state.load(Ordering::Acquire);
+            if req_state(word) != REQ_SUBMITTED || desc.dst_port.load(Ordering::Relaxed) != self.no {
+                continue;
+            }
+            if req_orphaned(word) {
+                self.seg.free_request_if(index, word);
+                continue;
+            }
+            let accepted = (word & !REQ_STATE_MASK) | REQ_ACCEPTED;
+            if desc.state.compare_exchange(word, accepted, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            let incoming = Incoming { index };
+            let view = self.view(&incoming);
+            if view.target().is_none() || !view.window_ok() {
+                self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
+                self.respond(incoming, Err(libc::EINVAL));
+                continue;
+            }
+            return Some(incoming);
+        }
+    }
+
+    /// Answers an accepted request: `Ok(serviced bytes)` or `Err(errno)`.
+    pub fn respond(&self, incoming: Incoming, result: std::result::Result<u64, i32>) {
+        let index = incoming.index;
+        let desc = self.seg.request_desc(index);
+        match result {
+            Ok(serviced) => {
+                desc.serviced.store(serviced, Ordering::Relaxed);
+                desc.errno.store(0, Ordering::Relaxed);
+                self.desc().requests_served.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(errno) => {
+                desc.errno.store(errno.max(1) as u32, Ordering::Relaxed);
+                self.desc().requests_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        loop {
+            let word = desc.state.load(Ordering::Acquire);
+            if req_state(word) != REQ_ACCEPTED {
+                // Recovered under us (this port was declared dead): nothing to answer.
+                return;
+            }
+            if req_orphaned(word) {
+                self.seg.free_request_if(index, word);
+                return;
+            }
+            let replied = (word & !REQ_STATE_MASK) | REQ_REPLIED;
+            if desc.state.compare_exchange(word, replied, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if !self.seg.push_reply(req_owner(word), index) {
+                    self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Takes the next reply to a request this port sent.
+    pub fn receive(&self) -> Option<Request> {
+        let g = *self.seg.geometry();
+        let ring = self.seg.reply_ring(self.no);
+        loop {
+            let index = ring.pop()?;
+            if index >= g.nr_requests {
+                continue;
+            }
+            let desc = self.seg.request_desc(index);
+            let replied = req_word(self.no, REQ_REPLIED);
+            if desc.owner_generation.load(Ordering::Relaxed) != self.generation {
+                continue;
+            }
+            if desc
+                .state
+                .compare_exchange(replied, req_word(self.no, REQ_HELD), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(Request { index });
+            }
+        }
+    }
+
+    /// Whether a request or a reply is ready for this port.
+    pub fn has_work(&self) -> bool {
+        self.seg.request_ring(self.no).has_ready() || self.seg.reply_ring(self.no).has_ready()
+    }
+
+    /// Waits until a request or a reply is ready, or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.signal.wait_until(self.seg.signal_words(self.no), &mut || self.has_work(), timeout)
+    }
+
+    /// Waits until a reply is ready, or `timeout` passes.
+    pub fn wait_reply(&self, timeout: Duration) -> bool {
+        let ring = self.seg.reply_ring(self.no);
+        self.signal.wait_until(self.seg.signal_words(self.no), &mut || ring.has_ready(), timeout)
+    }
+
+    /// Wakes this port's own waiters (e.g. so worker threads notice a stop flag).
+    pub fn wake(&self) {
+        let words = self.seg.signal_words(self.no);
+        words.wake_seq.fetch_add(1, Ordering::SeqCst);
+        LinuxFutex::wake_all(words.wake_seq);
+    }
+
+    /// Sends `req` and waits for its reply (a blocking round trip for tools and tests;
+    /// requires that no other thread receives on this port).
+    pub fn call(&self, req: Request, dst: u32, timeout: Duration) -> std::result::Result<Request, CallError> {
+        let index = req.index;
+        self.submit(req, dst).map_err(|(req, e)| CallError::Submit(req, e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            while let Some(reply) = self.receive() {
+                if reply.index == index {
+                    return Ok(reply);
+                }
+                // A reply for a request this caller gave up on earlier.
+                self.put_request(reply);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(CallError::TimedOut);
+            }
+            self.wait_reply(deadline - now);
+        }
+    }
+}
+
+/// Why a blocking [`Port::call`] did not return a reply.
+#[derive(Debug)]
+pub enum CallError {
+    /// Not sent; the request comes back.
+    Submit(Request, Error),
+    /// Sent, but no reply within the timeout. The request stays in flight; its reply, if it
+    /// comes, is put back by a later `call`.
+    TimedOut,
+}
+
+impl Drop for Port {
+    /// Leaving a port: requests still queued for it are failed back to their senders,
+    /// requests it still owns are released, and the port becomes free.
+    fn drop(&mut self) {
+        let desc = self.desc();
+        let (pid, _) = current_identity();
+        if desc.owner_pid.compare_exchange(pid, PORT_RECOVERING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            let _ = self.seg.reclaim(self.no, Duration::ZERO, Duration::from_secs(2));
+            desc.owner_pid.store(PORT_FREE, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! A bounded lock-free multi-producer multi-consumer ring of `u32` values that survives
+//! the death of any producer or consumer at any instruction.
+//!
+//! The ring is Vyukov's bounded MPMC queue with one change that makes it crash-repairable:
+//! each slot is a single `u64` holding `(sequence << 32) | value`, so a value and the
+//! sequence that publishes it change in one atomic step.
+//!
+//! * A producer claims position `pos` by advancing `tail` with a CAS, then publishes with a
+//!   CAS of its slot from `(pos, _)` to `(pos + 1, value)`.
+//! * A consumer reads the slot at `head`; when its sequence is `pos + 1` it advances `head`
+//!   with a CAS, takes the value it already read, and releases the slot for the next lap by
+//!   storing `(pos + capacity, 0)`.
+//!
+//! A producer that dies between its claim and its publish leaves a slot that would stall
+//! every consumer behind it. Recovery finds such slots (`pos` in `[head, tail)` whose
+//! sequence is still `pos`) and *steals* them: it CASes `(pos, _)` to `(pos + 1, SKIP)`.
+//! Because publish and steal are CASes on the same word, exactly one of them wins; a live
+//! producer that lost its slot to a (too eager) steal simply enqueues again. Consumers drop
+//! `SKIP`. A consumer that dies between advancing `head` and releasing its slot leaves a
+//! slot still marked full for a lap that has passed; recovery of the consuming port releases
+//! it. Nothing else can be half-done, so no lock is ever held across a crash.
+//!
+//! Sequences are the low 32 bits of the 64-bit positions and are compared with wrapping
+//! arithmetic; a thread would have to stall for 2^32 laps of one slot for that to alias.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// The value recovery publishes in a slot stolen from a dead producer; consumers skip it.
+pub const SKIP: u32 = u32::MAX;
+
+/// A ring over memory it does not own (a segment, or the heap in tests).
+#[derive(Clone, Copy)]
+pub struct Ring<'a> {
+    head: &'a AtomicU64,
+    tail: &'a AtomicU64,
+    slots: &'a [AtomicU64],
+    mask: u64,
+}
+
+/// The ring has no free slot; the caller keeps its value and may retry later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+#[inline]
+fn pack(seq: u32, value: u32) -> u64 {
+    (u64::from(seq) << 32) | u64::from(value)
+}
+
+#[inline]
+fn seq_of(slot: u64) -> u32 {
+    (slot >> 32) as u32
+}
+
+/// `seq - expected` as a signed distance, so comparisons survive wrap-around.
+#[inline]
+fn distance(seq: u32, expected: u64) -> i32 {
+    seq.wrapping_sub(expected as u32) as i32
+}
+
+impl<'a> Ring<'a> {
+    /// Wraps existing storage. `slots.len()` must be a power of two (checked: a programmer
+    /// error, the segment geometry guarantees it).
+    pub fn new(head: &'a AtomicU64, tail: &'a AtomicU64, slots: &'a [AtomicU64]) -> Self {
+        assert!(slots.len().is_power_of_two(), "ring capacity must be a power of two");
+        assert!(slots.len() <= (1 << 30), "ring capacity too large for 32-bit sequences");
+        Ring { head, tail, slots, mask: slots.len() as u64 - 1 }
+    }
+
+    /// Resets the ring to empty. Only for storage no other thread or process uses yet.
+    pub fn init(&self) {
+        self.head.store(0, Ordering::Relaxed);
+        self.tail.store(0, Ordering::Relaxed);
+        for (i, slot) in self.slots.iter().enumerate() {
+            slot.store(pack(i as u32, 0), Ordering::Relaxed);
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &AtomicU64 {
+        &self.slots[(pos & self.mask) as usize]
+    }
+
+    /// Appends `value` (never `SKIP`). Fails only when the ring is full.
+    pub fn push(&self, value: u32) -> Result<(), Full> {
+        debug_assert_ne!(value, SKIP);
+        loop {
+            let pos = self.tail.load(Ordering::Relaxed);
+            let slot = self.slot(pos);
+            let current = slot.load(Ordering::Acquire);
+            let d = distance(seq_of(current), pos);
+            if d == 0 {
+                if self
+                    .tail
+                    .compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                fail::fail_point!("xseg-ring-push-claimed", |_| std::process::abort());
+                // Publish. Fails only if recovery stole the slot meanwhile: enqueue again.
+                if slot
+                    .compare_exchange(
+                        current,
+                        pack(pos.wrapping_add(1) as u32, value),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    fail::fail_point!("xseg-ring-push-published", |_| std::process::abort());
+                    return Ok(());
+                }
+            } else if d < 0 {
+                // The slot still holds the previous lap's value: full, unless a consumer is
+                // between its head CAS and its release; either way there is no room now.
+                if self.tail.load(Ordering::Relaxed) == pos {
+                    return Err(Full);
+                }
+            }
+            crate::sync::spin_hint();
+        }
+    }
+
+    /// Takes the oldest published value, or `None` when the ring is empty or the oldest
+    /// position is claimed but not yet published.
+    pub fn pop(&self) -> Option<u32> {
+        loop {
+            let pos = self.head.load(Ordering::Relaxed);
+            let slot = self.slot(pos);
+            let current = slot.load(Ordering::Acquire);
+            let d = distance(seq_of(current), pos.wrapping_add(1));
+            if d == 0 {
+                if self
+                    .head
+                    .compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    crate::sync::spin_hint();
+                    continue;
+                }
+                fail::fail_point!("xseg-ring-pop-claimed", |_| std::process::abort());
+                let value = current as u32;
+                slot.store(pack(pos.wrapping_add(self.slots.len() as u64) as u32, 0), Ordering::Release);
+                fail::fail_point!("xseg-ring-pop-released", |_| std::process::abort());
+                if value == SKIP {
+                    continue;
+                }
+                return Some(value);
+            } else if d < 0 {
+                return None;
+            }
+            // Another consumer took `pos` already; look again.
+            crate::sync::spin_hint();
+        }
+    }
+
+    /// True when the oldest position holds a published value (a `pop` would make progress).
+    pub fn has_ready(&self) -> bool {
+        let pos = self.head.load(Ordering::Acquire);
+        distance(seq_of(self.slot(pos).load(Ordering::Acquire)), pos.wrapping_add(1)) == 0
+    }
+
+    /// Positions claimed (`tail` passed them) but not consumed: published or not.
+    pub fn len(&self) -> u64 {
+        let tail = self.tail.load(Ordering::Acquire);
+        let head = self.head.load(Ordering::Acquire);
+        tail.saturating_sub(head)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Positions whose producer claimed them but has not published. Recovery calls this,
+    /// waits a grace period, and steals what is still unpublished.
+    pub fn unpublished_claims(&self) -> Vec<u64> {
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        (head..tail)
+            .filter(|&pos| distance(seq_of(self.slot(pos).load(Ordering::Acquire)), pos) == 0)
+            .collect()
+    }
+
+    /// Publishes `SKIP` at `pos` if it is still claimed but unpublished. Returns whether it
+    /// did. Safe against a live producer: only one of its publish and this steal wins.
+    pub fn steal_claim(&self, pos: u64) -> bool {
+        let slot = self.slot(pos);
+        let current = slot.load(Ordering::Acquire);
+        if distance(seq_of(current), pos) != 0 || pos >= self.tail.load(Ordering::Acquire) {
+            return false;
+        }
+        slot.compare_exchange(
+            current,
+            pack(pos.wrapping_add(1) as u32, SKIP),
+            Ordering::Release,
+            Ordering::Relaxed,
+        )
+        .is_ok()
+    }
+
+    /// Releases slots that a dead consumer took (advanced `head` past) but never released.
+    /// Only for a ring whose every consumer is dead (the recovered port's own rings).
+    pub fn release_abandoned(&self) -> usize {
+        let head = self.head.load(Ordering::Acquire);
+        let cap = self.slots.len() as u64;
+        let mut released = 0;
+        for pos in head.saturating_sub(cap)..head {
+            let slot = self.slot(pos);
+            let current = slot.load(Ordering::Acquire);
+            if distance(seq_of(current), pos.wrapping_add(1)) == 0
+                && slot
+                    .compare_exchange(
+                        current,
+                        pack(pos.wrapping_add(cap) as u32, 0),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                released += 1;
+            }
+        }
+        released
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    struct Storage {
+        head: AtomicU64,
+        tail: AtomicU64,
+        slots: Vec<AtomicU64>,
+    }
+
+    fn storage(cap: usize) -> Storage {
+        let s = Storage {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            slots: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+        };
+        Ring::new(&s.head, &s.tail, &s.slots).init();
+        s
+    }
+
+    fn ring(s: &Storage) -> Ring<'_> {
+        Ring::new(&s.head, &s.tail, &s.slots)
+    }
+
+    #[test]
+    fn fifo_order_and_full() {
+        let s = storage(4);
+        let r = ring(&s);
+        for v in 0..4 {
+            r.push(v).unwrap();
+        }
+        assert_eq!(r.push(9), Err(Full));
+        assert_eq!(r.len(), 4);
+        for v in 0..4 {
+            assert_eq!(r.pop(), Some(v));
+        }
+        assert_eq!(r.pop(), None);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn wraps_many_laps() {
+        let s = storage(2);
+        let r = ring(&s);
+        for v in 0..10_000 {
+            r.push(v).unwrap();
+            assert!(r.has_ready());
+            assert_eq!(r.pop(), Some(v));
+            assert!(!r.has_ready());
+        }
+    }
+
+    #[test]
+    fn sequences_survive_u32_wrap() {
+        let s = storage(4);
+        let r = ring(&s);
+        // Start near the 32-bit wrap of the sequence numbers.
+        let start = u64::from(u32::MAX) - 5;
+        s.head.store(start, Ordering::Relaxed);
+        s.tail.store(start, Ordering::Relaxed);
+        for pos in start..start + 4 {
+            r.slot(pos).store(pack(pos as u32, 0), Ordering::Relaxed);
+        }
+        for v in 0..100 {
+            r.push(v).unwrap();
+            assert_eq!(r.pop(), Some(v));
+        }
+    }
+
+    #[test]
+    fn dead_producer_claim_is_stolen_and_skipped() {
+        let s = storage(4);
+        let r = ring(&s);
+        r.push(1).unwrap();
+        // A producer claims position 1 and dies before publishing.
+        s.tail.fetch_add(1, Ordering::Relaxed);
+        r.push(3).unwrap();
+        assert_eq!(r.pop(), Some(1));
+        assert_eq!(r.pop(), None, "consumers stall behind an unpublished claim");
+        assert!(!r.has_ready());
+        assert_eq!(r.unpublished_claims(), vec![1]);
+        assert!(r.steal_claim(1));
+        assert!(!r.steal_claim(1), "a slot is stolen once");
+        assert_eq!(r.pop(), Some(3));
+        assert_eq!(r.pop(), None);
+        // The ring keeps working for further laps.
+        for v in 10..20 {
+            r.push(v).unwrap();
+            assert_eq!(r.pop(), Some(v));
+        }
+    }
+
+    #[test]
+    fn steal_loses_to_publish() {
+        let s = storage(4);
+        let r = ring(&s);
+        r.push(5).unwrap();
+        assert!(!r.steal_claim(0), "a published slot cannot be stolen");
+        assert!(!r.steal_claim(3), "a position past tail cannot be stolen");
+        assert_eq!(r.pop(), Some(5));
+    }
+
+    #[test]
+    fn dead_consumer_slot_is_released() {
+        let s = storage(2);
+        let r = ring(&s);
+        r.push(1).unwrap();
+        r.push(2).unwrap();
+        // A consumer advances head past position 0 and dies before releasing the slot.
+        s.head.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(r.push(3), Err(Full), "the unreleased slot blocks the next lap");
+        assert_eq!(r.release_abandoned(), 1);
+        r.push(3).unwrap();
+        assert_eq!(r.pop(), Some(2));
+        assert_eq!(r.pop(), Some(3));
+    }
+
+    #[test]
+    fn threads_deliver_every_value_once() {
+        let s = storage(64);
+        let r = ring(&s);
+        let producers = 4u32;
+        let per = 50_000u32;
+        let seen: Vec<AtomicU64> = (0..producers * per).map(|_| AtomicU64::new(0)).collect();
+        let taken = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for p in 0..producers {
+                scope.spawn(move || {
+                    for i in 0..per {
+                        while r.push(p * per + i).is_err() {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    while taken.load(Ordering::Relaxed) < u64::from(producers * per) {
+                        match r.pop() {
+                            Some(v) => {
+                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                                taken.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None => std::thread::yield_now(),
+                        }
+                    }
+                });
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+}
