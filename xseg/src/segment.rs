@@ -246,12 +246,18 @@ pub(crate) fn current_identity() -> (u32, u64) {
     (pid, process_start_time(pid).unwrap_or(0))
 }
 
-/// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot.
+/// Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot, or
+/// `None` if there is no such process or it has exited (a zombie not yet reaped, which
+/// happens to daemons under an init that does not reap).
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: skip past its last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether the process recorded as (pid, start_time) still runs.

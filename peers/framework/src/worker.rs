@@ -1,0 +1,210 @@
+//! The worker loop: accept requests on the peer's ports (bounded by `nr_ops`), hand them
+//! and the replies to the peer's own requests to the [`Peer`], and drain on stop.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use xseg::{Incoming, Port, Request, Segment};
+
+use crate::args::PeerArgs;
+use crate::daemon::{self, Pidfile, Readiness};
+
+/// What a daemon implements. Called from the worker threads of every port the peer binds.
+pub trait Peer: Send + Sync + 'static {
+    /// A request arrived. Answer it now or later (from any thread) with [`PeerIo::respond`].
+    fn on_request(&self, io: &PeerIo<'_>, req: Incoming);
+
+    /// A reply to a request this peer sent on `io.port`. The default returns it to the pool.
+    fn on_reply(&self, io: &PeerIo<'_>, reply: Request) {
+        io.port.put_request(reply);
+    }
+
+    /// Called when a worker found nothing to do, at most every `IDLE_TICK`.
+    fn on_idle(&self, _io: &PeerIo<'_>) {}
+}
+
+/// How often an idle worker wakes up to call [`Peer::on_idle`] and check for stop.
+pub const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// Shared by the workers: the in-flight count (bounded by `nr_ops`) and the stop flag.
+pub struct PeerState {
+    in_flight: AtomicU32,
+    nr_ops: u32,
+    stop: Arc<AtomicBool>,
+}
+
+impl PeerState {
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+/// A worker's handle to its port, given to every [`Peer`] callback.
+pub struct PeerIo<'a> {
+    pub port: &'a Port,
+    pub state: &'a PeerState,
+}
+
+impl PeerIo<'_> {
+    /// Answers an accepted request and releases its `nr_ops` slot.
+    pub fn respond(&self, req: Incoming, result: Result<u64, i32>) {
+        self.port.respond(req, result);
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Everything a peer daemon's `main` does after parsing flags: daemonize if asked, set up
+/// logging and the pidfile, join the segment, build the peer, bind its ports (recovering
+/// them from a dead predecessor), report ready, serve until SIGTERM/SIGINT, drain, leave.
+pub fn run<P: Peer>(
+    args: &PeerArgs,
+    build: impl FnOnce(&Arc<Segment>) -> anyhow::Result<P>,
+) -> anyhow::Result<()> {
+    let mut readiness =
+        if args.daemonize { daemon::daemonize(args.log_file.as_deref())? } else { Readiness::foreground() };
+    match start(args, build) {
+        Ok(running) => {
+            readiness.ready();
+            running.serve(args)
+        }
+        Err(e) => {
+            readiness.failed(&format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
+struct Running<P> {
+    peer: Arc<P>,
+    ports: Vec<Port>,
+    state: Arc<PeerState>,
+    _pidfile: Option<Pidfile>,
+}
+
+fn start<P: Peer>(
+    args: &PeerArgs,
+    build: impl FnOnce(&Arc<Segment>) -> anyhow::Result<P>,
+) -> anyhow::Result<Running<P>> {
+    crate::logging::init(&args.log_level, if args.daemonize { None } else { args.log_file.as_deref() })?;
+    let ports = args.ports()?;
+    let pidfile = args.pidfile.as_deref().map(Pidfile::create).transpose()?;
+    let seg = Segment::join(&args.segment).with_context(|| format!("joining segment {}", args.segment))?;
+    let peer = Arc::new(build(&seg)?);
+    let mut bound = Vec::new();
+    for no in ports {
+        let port = seg.bind_port_recovering(no).with_context(|| format!("binding port {no}"))?;
+        bound.push(port);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let state = Arc::new(PeerState { in_flight: AtomicU32::new(0), nr_ops: args.nr_ops, stop });
+    tracing::info!(
+        segment = %args.segment,
+        ports = ?bound.iter().map(Port::number).collect::<Vec<_>>(),
+        nr_ops = args.nr_ops,
+        threads = args.threads,
+        "peer ready"
+    );
+    Ok(Running { peer, ports: bound, state, _pidfile: pidfile })
+}
+
+impl<P: Peer> Running<P> {
+    fn serve(self, args: &PeerArgs) -> anyhow::Result<()> {
+        let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+        std::thread::scope(|scope| {
+            for port in &self.ports {
+                for t in 0..args.threads {
+                    let (peer, state) = (&self.peer, &self.state);
+                    std::thread::Builder::new()
+                        .name(format!("port{}-w{t}", port.number()))
+                        .spawn_scoped(scope, move || worker(peer.as_ref(), port, state, drain_timeout))
+                        .expect("spawning a worker thread");
+                }
+            }
+        });
+        let left = self.state.in_flight();
+        if left > 0 {
+            tracing::warn!(in_flight = left, "drain timed out; leaving with requests unanswered");
+        }
+        tracing::info!("peer stopped");
+        // Dropping the ports fails back whatever is still queued for them.
+        drop(self.ports);
+        Ok(())
+    }
+}
+
+fn worker<P: Peer>(peer: &P, port: &Port, state: &PeerState, drain_timeout: Duration) {
+    let io = PeerIo { port, state };
+    let mut last_idle = Instant::now();
+    let mut stop_seen: Option<Instant> = None;
+    loop {
+        if state.stopping() {
+            let since = *stop_seen.get_or_insert_with(Instant::now);
+            if state.in_flight() == 0 || since.elapsed() >= drain_timeout {
+                // Wake sibling workers sleeping on this port so they see the stop too.
+                port.wake();
+                return;
+            }
+        }
+        let mut busy = false;
+        while let Some(reply) = port.receive() {
+            peer.on_reply(&io, reply);
+            busy = true;
+        }
+        while !state.stopping() && reserve_slot(state) {
+            match port.accept() {
+                Some(req) => {
+                    peer.on_request(&io, req);
+                    busy = true;
+                }
+                None => {
+                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
+            }
+        }
+        if !busy {
+            if last_idle.elapsed() >= IDLE_TICK {
+                peer.on_idle(&io);
+                last_idle = Instant::now();
+            }
+            if state.in_flight() >= state.nr_ops {
+                // Requests are queued but no slot is free: only a reply can help now.
+                port.wait_reply(Duration::from_millis(1));
+            } else {
+                port.wait(IDLE_TICK);
+            }
+        }
+    }
+}
+
+/// Takes one of the `nr_ops` in-flight slots, if any is free.
+fn reserve_slot(state: &PeerState) -> bool {
+    state
+        .in_flight
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < state.nr_ops).then_some(n + 1))
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_slots_are_bounded_by_nr_ops() {
+        let state = PeerState { in_flight: AtomicU32::new(0), nr_ops: 3, stop: Arc::default() };
+        assert!((0..3).all(|_| reserve_slot(&state)));
+        assert!(!reserve_slot(&state), "the fourth slot is refused");
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        assert!(reserve_slot(&state));
+        assert_eq!(state.in_flight(), 3);
+    }
+}
