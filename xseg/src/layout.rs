@@ -103,26 +103,31 @@ pub struct SegmentHeader {
     pub created_unix_ms: AtomicU64,
 }
 
+/// One port: a read-mostly cache line (owner, doorbell) and a line of counters that only
+/// the owner writes, so a submitter checking the doorbell does not steal the line the
+/// owner updates on every request.
 #[repr(C, align(64))]
 pub struct PortDesc {
     /// The binding word: `PORT_FREE`, `PORT_RECOVERING`, or the owner's pid. Binding is a
     /// CAS from `PORT_FREE` to the binder's pid.
     pub owner_pid: AtomicU32,
-    pub _reserved: u32,
+    pub bind_generation: AtomicU32,
     /// The owner's start time (clock ticks since boot, from /proc), so a recycled pid is
     /// not mistaken for a live owner.
     pub owner_start_time: AtomicU64,
-    pub bind_generation: AtomicU32,
-    /// Requests this port has taken from the pool and not yet put back (bounded by the
-    /// ring capacity, so replies always fit the reply ring).
-    pub requests_owned: AtomicU32,
     /// Futex word of the port's doorbell, and the count of its sleepers.
     pub wake_seq: AtomicU32,
     pub sleepers: AtomicU32,
+    pub _pad0: [u64; 5],
+    /// Requests this port has taken from the pool and not yet put back (bounded by the
+    /// ring capacity, so replies always fit the reply ring).
+    pub requests_owned: AtomicU32,
+    pub _reserved: u32,
     pub requests_submitted: AtomicU64,
     pub requests_served: AtomicU64,
     pub requests_failed: AtomicU64,
     pub requests_rejected: AtomicU64,
+    pub _pad1: [u64; 3],
 }
 
 /// The two cursors of a ring, each on its own cache line; `capacity` slots follow.
@@ -134,21 +139,19 @@ pub struct RingHeader {
     pub _pad1: [u64; 7],
 }
 
+/// A request descriptor. The first cache line holds everything that crosses between
+/// client and server on every request; the second what only the owner uses.
 #[repr(C, align(64))]
 pub struct RequestDesc {
-    /// `(owner_port << 16) | flags | state`, see `req_word`.
+    /// `(owner_port << 16) | [REQ_ORPHAN] | state`, see `req_word`.
     pub state: AtomicU32,
-    pub owner_generation: AtomicU32,
-    pub _reserved: u32,
     pub op: AtomicU32,
     pub flags: AtomicU32,
-    pub src_port: AtomicU32,
-    pub dst_port: AtomicU32,
-    /// 0 when served, else the errno of the failure.
-    pub errno: AtomicU32,
+    /// 0 when served, else the (positive) errno of the failure. Not named `errno`, which
+    /// is a macro in C.
+    pub error: AtomicU32,
     pub target_len: AtomicU32,
-    pub buffer_index: AtomicU32,
-    pub serial: AtomicU64,
+    pub dst_port: AtomicU32,
     pub offset: AtomicU64,
     pub size: AtomicU64,
     pub serviced: AtomicU64,
@@ -156,9 +159,16 @@ pub struct RequestDesc {
     /// buffer: that is how sub-requests share their parent's data without a copy).
     pub data_offset: AtomicU64,
     pub data_len: AtomicU64,
+    // Second cache line.
+    pub owner_generation: AtomicU32,
+    pub src_port: AtomicU32,
+    pub buffer_index: AtomicU32,
+    pub _reserved: u32,
+    pub serial: AtomicU64,
     /// Opaque to xseg; the sender's own tag.
     pub user_data: AtomicU64,
     pub target: [AtomicU64; TARGET_LEN_MAX / 8],
+    pub _pad: [u64; 4],
 }
 
 /// Which request (index + 1) holds a data buffer; 0 when free.
@@ -324,10 +334,13 @@ mod tests {
         // Changing any of these is an ABI change: bump ABI_VERSION and update xseg.h.
         assert_eq!(std::mem::size_of::<Geometry>(), 120);
         assert!(std::mem::size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
-        assert_eq!(std::mem::size_of::<PortDesc>(), 64);
+        assert_eq!(std::mem::size_of::<PortDesc>(), 128);
         assert_eq!(std::mem::size_of::<RingHeader>(), 128);
         assert_eq!(std::mem::size_of::<RequestDesc>(), 384);
         assert_eq!(std::mem::size_of::<BufferDesc>(), 4);
+        // The fields every request moves between client and server share one cache line.
+        assert_eq!(std::mem::offset_of!(RequestDesc, data_len) + 8, 64);
+        assert_eq!(std::mem::offset_of!(PortDesc, requests_owned), 64);
     }
 
     #[test]

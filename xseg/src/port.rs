@@ -23,6 +23,8 @@ use crate::sync::Ordering;
 /// How long a waiter spins before it sleeps on the futex, by default.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
+const NO_HINT: u32 = u32::MAX;
+
 /// A bound port. Its owner (this process) accepts requests sent to it and receives the
 /// replies to requests it sent. `Send + Sync`: worker threads share one port.
 pub struct Port {
@@ -30,7 +32,15 @@ pub struct Port {
     no: u32,
     generation: u32,
     signal: FutexSignal<LinuxFutex>,
+    /// Request descriptors this port freed recently (process-private hints): reusing them
+    /// keeps descriptors hot in this core's cache instead of walking the whole pool.
+    recent: [std::sync::atomic::AtomicU32; RECENT_HINTS],
+    recent_next: std::sync::atomic::AtomicUsize,
 }
+
+const RECENT_HINTS: usize = 64;
+/// How many of the most recent hints `get_request` tries before scanning the pool.
+const RECENT_PROBES: usize = 4;
 
 impl Segment {
     /// Binds static port `port` to this process.
@@ -92,7 +102,14 @@ impl Segment {
                 let generation = desc.bind_generation.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
                 desc.requests_owned.store(0, Ordering::Release);
                 desc.sleepers.store(0, Ordering::Release);
-                Ok(Port { seg: self.clone(), no: port, generation, signal: FutexSignal::new(DEFAULT_SPIN) })
+                Ok(Port {
+                    seg: self.clone(),
+                    no: port,
+                    generation,
+                    signal: FutexSignal::new(DEFAULT_SPIN),
+                    recent: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(NO_HINT)),
+                    recent_next: std::sync::atomic::AtomicUsize::new(0),
+                })
             }
             Err(PORT_RECOVERING) => Err(Error::PortRecovering { port }),
             Err(owner) => Err(Error::PortBusy {
@@ -114,7 +131,23 @@ impl Segment {
         }
     }
 
-    /// Claims a free request descriptor for `owner` (scan from a rotating hint).
+    /// Claims request `index` for `owner` if it is free.
+    fn claim_request_at(&self, index: u32, owner: u32) -> bool {
+        index < self.geometry().nr_requests && {
+            let state = &self.request_desc(index).state;
+            state.load(Ordering::Relaxed) == REQ_FREE
+                && state
+                    .compare_exchange(
+                        REQ_FREE,
+                        req_word(owner, REQ_HELD),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+        }
+    }
+
+    /// Claims a free request descriptor for `owner` (scan from a rotating cursor).
     fn claim_request(&self, owner: u32) -> Option<u32> {
         let n = self.geometry().nr_requests;
         let start = self.header().request_cursor.fetch_add(1, Ordering::Relaxed);
@@ -230,7 +263,7 @@ impl RequestView<'_> {
     }
     /// 0 when the request was served, else the errno it failed with.
     pub fn errno(&self) -> i32 {
-        self.desc.errno.load(Ordering::Relaxed) as i32
+        self.desc.error.load(Ordering::Relaxed) as i32
     }
     pub fn data_len(&self) -> u64 {
         self.desc.data_len.load(Ordering::Relaxed)
@@ -337,14 +370,14 @@ impl Port {
             desc.requests_owned.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::TooManyRequests { port: self.no, limit: g.queue_capacity });
         }
-        let Some(index) = self.seg.claim_request(self.no) else {
+        let Some(index) = self.claim_recent().or_else(|| self.seg.claim_request(self.no)) else {
             desc.requests_owned.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::NoFreeRequest);
         };
         let r = self.seg.request_desc(index);
         r.owner_generation.store(self.generation, Ordering::Relaxed);
         r.serial.fetch_add(1, Ordering::Relaxed);
-        for field in [&r.op, &r.flags, &r.errno, &r.target_len] {
+        for field in [&r.op, &r.flags, &r.error, &r.target_len] {
             field.store(0, Ordering::Relaxed);
         }
         for field in [&r.offset, &r.size, &r.serviced, &r.data_offset, &r.data_len, &r.user_data] {
@@ -371,6 +404,18 @@ impl Port {
         let freed = self.seg.free_request_if(req.index, word);
         debug_assert!(freed, "put_request of a request this port does not hold");
         self.desc().requests_owned.fetch_sub(1, Ordering::AcqRel);
+        let slot = self.recent_next.fetch_add(1, Ordering::Relaxed) % RECENT_HINTS;
+        self.recent[slot].store(req.index, Ordering::Relaxed);
+    }
+
+    /// Tries the descriptors this port freed most recently.
+    fn claim_recent(&self) -> Option<u32> {
+        let next = self.recent_next.load(Ordering::Relaxed);
+        (1..=RECENT_PROBES).find_map(|back| {
+            let slot = &self.recent[next.wrapping_sub(back) % RECENT_HINTS];
+            let index = slot.swap(NO_HINT, Ordering::Relaxed);
+            (index != NO_HINT && self.seg.claim_request_at(index, self.no)).then_some(index)
+        })
     }
 
     pub fn view<'a>(&'a self, req: &impl Held) -> RequestView<'a> {
@@ -492,11 +537,11 @@ impl Port {
         match result {
             Ok(serviced) => {
                 desc.serviced.store(serviced, Ordering::Relaxed);
-                desc.errno.store(0, Ordering::Relaxed);
+                desc.error.store(0, Ordering::Relaxed);
                 self.desc().requests_served.fetch_add(1, Ordering::Relaxed);
             }
             Err(errno) => {
-                desc.errno.store(errno.max(1) as u32, Ordering::Relaxed);
+                desc.error.store(errno.max(1) as u32, Ordering::Relaxed);
                 self.desc().requests_failed.fetch_add(1, Ordering::Relaxed);
             }
         }

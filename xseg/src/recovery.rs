@@ -159,7 +159,7 @@ impl Segment {
                     }
                     continue;
                 }
-                desc.errno.store(libc::ECONNABORTED as u32, Ordering::Relaxed);
+                desc.error.store(libc::ECONNABORTED as u32, Ordering::Relaxed);
                 let replied = (word & !REQ_STATE_MASK) | REQ_REPLIED;
                 if desc.state.compare_exchange(word, replied, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                     self.push_reply(req_owner(word), index);
