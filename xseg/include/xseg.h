@@ -175,7 +175,9 @@ typedef uint64_t __u64;
 #define XSEG_OP_MAPR 19U
 #define XSEG_OP_MAPW 20U
 #define XSEG_OP_LIST 21U
-#define XSEG_OP_COUNT 22U
+#define XSEG_OP_WRITE_FULL 22U
+#define XSEG_OP_LOCK_INFO 23U
+#define XSEG_OP_COUNT 24U
 
 /* struct xseg_request.flags (a bit set) */
 #define XSEG_FLAG_FUA 1U    /* durable when completed */

@@ -26,10 +26,14 @@ pub enum Op {
     MapRead = 19,
     MapWrite = 20,
     List = 21,
+    /// Replace an object whole, atomically (map headers and chunks).
+    WriteFull = 22,
+    /// Who holds a lock (answer in the data window).
+    LockInfo = 23,
 }
 
 impl Op {
-    pub const ALL: [Op; 22] = [
+    pub const ALL: [Op; 24] = [
         Op::Ping,
         Op::Read,
         Op::Write,
@@ -52,6 +56,8 @@ impl Op {
         Op::MapRead,
         Op::MapWrite,
         Op::List,
+        Op::WriteFull,
+        Op::LockInfo,
     ];
 
     pub fn from_u32(value: u32) -> Option<Op> {
@@ -82,6 +88,8 @@ impl Op {
             Op::MapRead => "MAPR",
             Op::MapWrite => "MAPW",
             Op::List => "LIST",
+            Op::WriteFull => "WRITE_FULL",
+            Op::LockInfo => "LOCK_INFO",
         }
     }
 }
@@ -161,7 +169,7 @@ mod tests {
             assert_eq!(*op as u32, i as u32);
             assert_eq!(Op::from_u32(i as u32), Some(*op));
         }
-        assert_eq!(Op::from_u32(22), None);
+        assert_eq!(Op::from_u32(24), None);
         assert_eq!(Op::from_u32(u32::MAX), None);
     }
 }

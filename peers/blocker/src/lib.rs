@@ -1,0 +1,189 @@
+//! The blocker: a [`Peer`] that serves object requests with an [`ObjectStore`]. The
+//! daemons `archip-filed` (a directory) and `archip-radosd` (a RADOS pool) are this peer
+//! over their store.
+//!
+//! The wire contract (what each op means to a blocker; the target is an object name):
+//!
+//! | op | request | answer (`serviced`, data window) |
+//! |---|---|---|
+//! | READ | `offset`, `size` ≤ window | `size`; window[..size] = bytes (zeros past the end) |
+//! | WRITE | `offset`, `size`, window[..size]; FUA flag = durable on completion | `size` |
+//! | WRITE_FULL | window[..size] replaces the object atomically; FUA flag | `size` |
+//! | WRITE_ZEROES, DISCARD | `offset`, `size`: the range reads as zeros; FUA flag | `size` |
+//! | FLUSH | (no target) every completed write is durable | 0 |
+//! | DELETE | | 0 |
+//! | INFO | | the object's size |
+//! | COPY | window[..size] = source name; target = destination; FUA flag | 0 |
+//! | HASH | window ≥ 32 bytes | 32; window[..32] = SHA-256 digest (content copy stored) |
+//! | ACQUIRE | target = lock, window[..size] = owner | the lock's generation; EBUSY if held |
+//! | RELEASE | target = lock, window[..size] = owner; FORCE flag breaks another's | 0 |
+//! | LOCK_INFO | target = lock | bytes; window = `owner\ngeneration\nacquired_unix_ms\n`; ENOENT if free |
+//! | LIST | target = prefix (may be empty); `offset` = names to skip | bytes; window = names, each + `\n` |
+//! | PING | | 0 |
+//!
+//! Errors complete the request with the store error's errno; unknown ops with EOPNOTSUPP;
+//! a size larger than the window, or a target that is not a valid name, with EINVAL.
+//! Blocking store calls run on the peer's worker threads (`--threads`).
+
+use std::sync::Arc;
+
+use archip_peer::{Peer, PeerIo};
+use archip_store::{Durability, ObjectName, ObjectStore, StoreError};
+use xseg::{flags, Incoming, Op, Port};
+
+pub struct BlockerPeer {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl BlockerPeer {
+    pub fn new(store: Arc<dyn ObjectStore>) -> BlockerPeer {
+        BlockerPeer { store }
+    }
+}
+
+/// Why a request failed: the errno it completes with, and a reason for the log.
+struct Failure {
+    errno: i32,
+    reason: String,
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure { errno: e.errno(), reason: e.to_string() }
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> Failure {
+    Failure { errno: libc::EINVAL, reason: reason.into() }
+}
+
+impl Peer for BlockerPeer {
+    fn on_request(&self, io: &PeerIo<'_>, mut req: Incoming) {
+        let result = self.serve(io.port, &mut req);
+        if let Err(f) = &result {
+            let view = io.port.view(&req);
+            // Missing objects and held locks are answers, not faults.
+            if f.errno == libc::ENOENT || f.errno == libc::EBUSY {
+                tracing::debug!(op = view.op_raw(), reason = %f.reason, "request failed");
+            } else {
+                tracing::warn!(op = view.op_raw(), reason = %f.reason, "request failed");
+            }
+        }
+        io.respond(req, result.map_err(|f| f.errno));
+    }
+}
+
+fn durability(flags_word: u32) -> Durability {
+    if flags_word & flags::FUA != 0 {
+        Durability::Fua
+    } else {
+        Durability::Buffered
+    }
+}
+
+impl BlockerPeer {
+    fn serve(&self, port: &Port, req: &mut Incoming) -> Result<u64, Failure> {
+        let view = port.view(req);
+        let op =
+            view.op().ok_or(Failure { errno: libc::EOPNOTSUPP, reason: format!("op {}", view.op_raw()) })?;
+        let (offset, size, flag_word) = (view.offset(), view.size(), view.flags());
+        let target = view.target().ok_or_else(|| invalid("target length out of range"))?;
+        let target = target.as_str().ok_or_else(|| invalid("target is not UTF-8"))?.to_string();
+        let name = || ObjectName::new(target.clone()).map_err(Failure::from);
+        let data = port.data_mut(req).map_err(|e| invalid(e.to_string()))?;
+        let payload = |data: &[u8]| -> Result<usize, Failure> {
+            usize::try_from(size)
+                .ok()
+                .filter(|&n| n <= data.len())
+                .ok_or_else(|| invalid(format!("size {size} exceeds the data window of {}", data.len())))
+        };
+        let text = |bytes: &[u8]| -> Result<String, Failure> {
+            String::from_utf8(bytes.to_vec()).map_err(|_| invalid("payload is not UTF-8"))
+        };
+        let store = self.store.as_ref();
+        match op {
+            Op::Ping => Ok(0),
+            Op::Read => {
+                let n = payload(data)?;
+                store.read(&name()?, offset, &mut data[..n])?;
+                Ok(size)
+            }
+            Op::Write => {
+                let n = payload(data)?;
+                store.write(&name()?, offset, &data[..n], durability(flag_word))?;
+                Ok(size)
+            }
+            Op::WriteFull => {
+                let n = payload(data)?;
+                store.write_full(&name()?, &data[..n], durability(flag_word))?;
+                Ok(size)
+            }
+            Op::WriteZeroes | Op::Discard => {
+                store.zero(&name()?, offset, size, durability(flag_word))?;
+                Ok(size)
+            }
+            Op::Flush => {
+                store.flush()?;
+                Ok(0)
+            }
+            Op::Delete => {
+                store.delete(&name()?)?;
+                Ok(0)
+            }
+            Op::Info => Ok(store.stat(&name()?)?),
+            Op::Copy => {
+                let n = payload(data)?;
+                let src = ObjectName::new(text(&data[..n])?)?;
+                store.copy(&src, &name()?, durability(flag_word))?;
+                Ok(0)
+            }
+            Op::Hash => {
+                if data.len() < 32 {
+                    return Err(invalid("HASH needs a 32-byte data window"));
+                }
+                let digest = store.hash(&name()?)?;
+                data[..32].copy_from_slice(&digest);
+                Ok(32)
+            }
+            Op::Acquire => {
+                let n = payload(data)?;
+                Ok(store.lock_acquire(&name()?, &text(&data[..n])?)?.generation)
+            }
+            Op::Release => {
+                let n = payload(data)?;
+                store.lock_release(&name()?, &text(&data[..n])?, flag_word & flags::FORCE != 0)?;
+                Ok(0)
+            }
+            Op::LockInfo => {
+                let record = store
+                    .lock_holder(&name()?)?
+                    .ok_or(Failure { errno: libc::ENOENT, reason: format!("lock {target} is free") })?;
+                let answer =
+                    format!("{}\n{}\n{}\n", record.owner, record.generation, record.acquired_unix_ms);
+                if answer.len() > data.len() {
+                    return Err(invalid("data window too small for the lock record"));
+                }
+                data[..answer.len()].copy_from_slice(answer.as_bytes());
+                Ok(answer.len() as u64)
+            }
+            Op::List => {
+                let names = store.list(&target)?;
+                let mut used = 0;
+                for name in names.iter().skip(usize::try_from(offset).unwrap_or(usize::MAX)) {
+                    let bytes = name.as_str().as_bytes();
+                    if used + bytes.len() + 1 > data.len() {
+                        break;
+                    }
+                    data[used..used + bytes.len()].copy_from_slice(bytes);
+                    data[used + bytes.len()] = b'\n';
+                    used += bytes.len() + 1;
+                }
+                Ok(used as u64)
+            }
+            other => Err(Failure {
+                errno: libc::EOPNOTSUPP,
+                reason: format!("a blocker does not serve {}", other.name()),
+            }),
+        }
+    }
+}
