@@ -58,8 +58,6 @@ mod filed {
     };
     use sha2::{Digest, Sha256};
 
-    const CHILD_ENV: &str = "ARCHIP_STORE_TEST_CHILD";
-
     fn name(s: &str) -> ObjectName {
         ObjectName::new(s).unwrap()
     }
@@ -76,9 +74,8 @@ mod filed {
 
     /// Runs `child_process_entry` in a child process with `mode` and `dir`; returns its output.
     fn run_child(mode: &str, dir: &Path) -> String {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "filed::child_process_entry", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, format!("{mode}:{}", dir.display()))
+        let out = Command::new(env!("CARGO_BIN_EXE_archip-store-test-child"))
+            .args([mode, dir.to_str().unwrap()])
             .output()
             .unwrap();
         let text =
@@ -86,75 +83,6 @@ mod filed {
         assert!(out.status.success(), "child {mode} failed:\n{text}");
         assert!(text.contains("child-ok"), "the child did not run to its end:\n{text}");
         text
-    }
-
-    fn open_fds() -> usize {
-        fs::read_dir("/proc/self/fd").unwrap().count()
-    }
-
-    /// Not a test of its own: the body of tests that need a process of their own.
-    #[test]
-    #[ignore = "run in a child process by other tests"]
-    fn child_process_entry() {
-        let Ok(arg) = std::env::var(CHILD_ENV) else { return };
-        let (mode, dir) = arg.split_once(':').unwrap();
-        let dir = Path::new(dir);
-        match mode {
-            "fd-bound" => {
-                // Alone in this process, so the count of open descriptors is ours to watch.
-                const BOUND: usize = 16;
-                let before = open_fds();
-                let store = FileStore::open(dir, FileStoreOptions { fd_cache_max: BOUND }).unwrap();
-                let names: Vec<_> = (0..10 * BOUND).map(|i| name(&format!("fd-{i}"))).collect();
-                for (i, n) in names.iter().enumerate() {
-                    store.write(n, 0, &[i as u8 + 1; 100], Buffered).unwrap();
-                    assert!(
-                        open_fds() <= before + BOUND,
-                        "{} fds open, at most {BOUND} more than {before}",
-                        open_fds()
-                    );
-                }
-                for n in names.iter().rev() {
-                    assert_eq!(
-                        read(&store, n, 1)[0] as usize,
-                        names.iter().position(|m| m == n).unwrap() + 1
-                    );
-                    store.hash(n).unwrap();
-                    assert!(open_fds() <= before + BOUND, "{} fds open after reads", open_fds());
-                }
-                store.flush().unwrap();
-                assert!(open_fds() <= before + BOUND);
-                for n in &names {
-                    store.delete(n).unwrap();
-                }
-                assert!(
-                    open_fds() <= before + 1,
-                    "deleted objects' fds are closed: {} vs {before}",
-                    open_fds()
-                );
-                drop(store);
-                assert_eq!(open_fds(), before);
-            }
-            "lock-and-die" => {
-                let store = open(dir);
-                let g = store.lock_acquire(&name("volume-lock"), "child-host/vlmcd").unwrap();
-                store.write(&name("child-object"), 0, b"from the child", Buffered).unwrap();
-                store.flush().unwrap();
-                println!("generation={} child-ok", g.generation);
-                // Exit without releasing anything, as a crash would.
-                std::process::exit(0);
-            }
-            "write-full-loop" => {
-                let store = open(dir);
-                let n = name("shared-object");
-                for i in 0..200 {
-                    let fill = if i % 2 == 0 { b'x' } else { b'y' };
-                    store.write_full(&n, &vec![fill; 64 * 1024 + i], Buffered).unwrap();
-                }
-            }
-            other => panic!("unknown child mode {other}"),
-        }
-        println!("child-ok");
     }
 
     #[test]
