@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod ipc;
+mod provision;
+mod space;
 mod stats;
 
 #[derive(Parser)]
@@ -20,6 +22,10 @@ struct Cli {
 enum Command {
     /// PING round trips through xseg vs raw shared memory vs a Unix socket.
     Ipc(ipc::IpcArgs),
+    /// Snapshot + clone of 1 GiB and 1 TiB volumes vs a qemu-img qcow2 overlay.
+    Provision(provision::ProvisionArgs),
+    /// Bytes stored by N clones that each write W bytes, vs the ideal.
+    Space(space::SpaceArgs),
     /// (internal) the far side of an IPC benchmark, run in a child process.
     #[command(hide = true)]
     IpcServer(ipc::ServerArgs),
@@ -30,6 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ipc(args) => ipc::run(&args),
         Command::IpcServer(args) => ipc::serve(&args),
+        Command::Provision(args) => provision::run(&args),
+        Command::Space(args) => space::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -235,7 +235,7 @@ struct xseg_port {
 	/* Second cache line: counters only the owner writes. */
 	/* Requests taken from the pool and not put back (at most queue_capacity). */
 	__u32 requests_owned;
-	__u32 _reserved;
+	__u32 recoverer_pid; /* who recovers the port while owner_pid is XSEG_PORT_RECOVERING */
 	__u64 requests_submitted;
 	__u64 requests_served;
 	__u64 requests_failed;

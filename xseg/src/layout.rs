@@ -122,7 +122,9 @@ pub struct PortDesc {
     /// Requests this port has taken from the pool and not yet put back (bounded by the
     /// ring capacity, so replies always fit the reply ring).
     pub requests_owned: AtomicU32,
-    pub _reserved: u32,
+    /// Who is recovering the port while `owner_pid` is `PORT_RECOVERING`: if that process
+    /// dies mid-recovery (e.g. exiting during a port's drop), another may take over.
+    pub recoverer_pid: AtomicU32,
     pub requests_submitted: AtomicU64,
     pub requests_served: AtomicU64,
     pub requests_failed: AtomicU64,

@@ -111,7 +111,15 @@ impl Segment {
                     recent_next: std::sync::atomic::AtomicUsize::new(0),
                 })
             }
-            Err(PORT_RECOVERING) => Err(Error::PortRecovering { port }),
+            Err(PORT_RECOVERING) => {
+                let recoverer = desc.recoverer_pid.load(Ordering::Acquire);
+                if owner_alive(recoverer, 0) {
+                    Err(Error::PortRecovering { port })
+                } else {
+                    // An abandoned recovery: the caller may finish it with recover_port.
+                    Err(Error::PortBusy { port, pid: recoverer, alive: false })
+                }
+            }
             Err(owner) => Err(Error::PortBusy {
                 port,
                 pid: owner,
@@ -653,6 +661,7 @@ impl Drop for Port {
         let (pid, _) = current_identity();
         if desc.owner_pid.compare_exchange(pid, PORT_RECOVERING, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
+            desc.recoverer_pid.store(pid, Ordering::Release);
             let _ = self.seg.reclaim(self.no, Duration::ZERO, Duration::from_secs(2));
             desc.owner_pid.store(PORT_FREE, Ordering::Release);
         }

@@ -52,18 +52,35 @@ impl Segment {
             return Err(Error::PortOutOfRange { port, nr_ports });
         }
         let desc = self.port_desc(port);
+        let (me, _) = crate::segment::current_identity();
         let pid = desc.owner_pid.load(Ordering::Acquire);
         match pid {
             PORT_FREE => return Ok(RecoveryReport { port, ..Default::default() }),
-            PORT_RECOVERING => return Err(Error::PortRecovering { port }),
-            _ => {}
-        }
-        if owner_alive(pid, desc.owner_start_time.load(Ordering::Acquire)) {
-            return Err(Error::PortBusy { port, pid, alive: true });
-        }
-        if desc.owner_pid.compare_exchange(pid, PORT_RECOVERING, Ordering::AcqRel, Ordering::Acquire).is_err()
-        {
-            return Err(Error::PortRecovering { port });
+            PORT_RECOVERING => {
+                // Take over a recovery whose recoverer died before finishing it.
+                let recoverer = desc.recoverer_pid.load(Ordering::Acquire);
+                if owner_alive(recoverer, 0)
+                    || desc
+                        .recoverer_pid
+                        .compare_exchange(recoverer, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                {
+                    return Err(Error::PortRecovering { port });
+                }
+            }
+            _ => {
+                if owner_alive(pid, desc.owner_start_time.load(Ordering::Acquire)) {
+                    return Err(Error::PortBusy { port, pid, alive: true });
+                }
+                if desc
+                    .owner_pid
+                    .compare_exchange(pid, PORT_RECOVERING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    return Err(Error::PortRecovering { port });
+                }
+                desc.recoverer_pid.store(me, Ordering::Release);
+            }
         }
         match self.reclaim(port, CLAIM_GRACE, ORPHAN_WAIT) {
             Ok(mut report) => {
@@ -72,8 +89,10 @@ impl Segment {
                 Ok(report)
             }
             Err(e) => {
-                // Leave it marked as owned by the dead pid, so recovery can be retried.
-                desc.owner_pid.store(pid, Ordering::Release);
+                // Hand it back to a dead owner's pid, so recovery can be retried.
+                let dead =
+                    if pid == PORT_RECOVERING { desc.recoverer_pid.load(Ordering::Acquire) } else { pid };
+                desc.owner_pid.store(dead.max(1), Ordering::Release);
                 Err(e)
             }
         }

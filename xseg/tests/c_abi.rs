@@ -134,7 +134,7 @@ fn rust_expectations() -> Expectations {
             sleepers,
             _pad0,
             requests_owned,
-            _reserved,
+            recoverer_pid,
             requests_submitted,
             requests_served,
             requests_failed,

@@ -581,3 +581,30 @@ fn multi_process_stress_a_million_requests() {
     let served = t.seg.report().ports.iter().find(|p| p.port == 4).map(|p| p.requests_served).unwrap();
     assert_eq!(served, clients * per_client + 1);
 }
+
+/// A recovery interrupted by the recoverer's death (e.g. a process exiting in the middle of
+/// a port's drop) is finished by the next recoverer instead of leaving the port stuck.
+#[test]
+fn an_abandoned_recovery_is_taken_over() {
+    let t = TestSegment::new("abandoned", small());
+    let raw = RawMap::open(&t.seg);
+    let g = *t.seg.geometry();
+    let port = 6u32;
+    let desc = g.ports_offset + u64::from(port) * u64::from(g.port_desc_bytes);
+    let owner = raw.u32_at(desc + std::mem::offset_of!(xseg::layout::PortDesc, owner_pid) as u64);
+    let recoverer = raw.u32_at(desc + std::mem::offset_of!(xseg::layout::PortDesc, recoverer_pid) as u64);
+    // Port 6 "being recovered" by a process that no longer exists.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    owner.store(xseg::layout::PORT_RECOVERING, Ordering::SeqCst);
+    recoverer.store(dead, Ordering::SeqCst);
+    assert!(matches!(t.seg.bind_port(port), Err(Error::PortBusy { alive: false, .. })));
+    let port_handle = t.seg.bind_port_recovering(port).expect("the stuck port is recovered and bound");
+    drop(port_handle);
+    // A live recoverer is respected.
+    owner.store(xseg::layout::PORT_RECOVERING, Ordering::SeqCst);
+    recoverer.store(std::process::id(), Ordering::SeqCst);
+    assert!(matches!(t.seg.recover_port(port), Err(Error::PortRecovering { .. })));
+    assert!(matches!(t.seg.bind_port(port), Err(Error::PortRecovering { .. })));
+}

@@ -1,12 +1,13 @@
 //! Blocking calls from the mapper to its blockers (maps and data).
 //!
-//! Each mapper worker thread sends through a private dynamic port of its own, so a reply
-//! is received by the thread that waits for it and never by the framework's loop. Calls
+//! Each call sends through a private dynamic port taken from a pool for its duration, so a
+//! reply is received by the thread that waits for it and never by the framework's loop.
+//! The pool belongs to the mapper (not to threads), so its ports are left properly when
+//! the mapper stops. Calls
 //! are retried while the blocker is restarting (its requests failed back with
 //! ECONNABORTED, its port unbound, or its ring full), up to the retry timeout.
 
-use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use xseg::{flags, CallError, Op, Port, Segment};
@@ -15,14 +16,12 @@ use crate::error::{MapperError, Result};
 
 pub struct Blockers {
     seg: Arc<Segment>,
+    /// Idle private ports (bounded by the number of threads calling at once).
+    pool: Mutex<Vec<Port>>,
     pub map_port: u32,
     pub data_port: u32,
     pub request_timeout: Duration,
     pub retry_timeout: Duration,
-}
-
-thread_local! {
-    static PRIVATE_PORT: RefCell<Option<Port>> = const { RefCell::new(None) };
 }
 
 /// One call's parameters.
@@ -56,7 +55,7 @@ impl Blockers {
         request_timeout: Duration,
         retry_timeout: Duration,
     ) -> Blockers {
-        Blockers { seg, map_port, data_port, request_timeout, retry_timeout }
+        Blockers { seg, pool: Mutex::new(Vec::new()), map_port, data_port, request_timeout, retry_timeout }
     }
 
     pub fn buffer_bytes(&self) -> u64 {
@@ -64,17 +63,17 @@ impl Blockers {
     }
 
     fn with_port<T>(&self, f: impl FnOnce(&Port) -> Result<T>) -> Result<T> {
-        PRIVATE_PORT.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                let port = self
-                    .seg
-                    .bind_dynamic_port()
-                    .map_err(|e| storage(Op::Ping, "-", e.errno(), format!("binding a port: {e}")))?;
-                *slot = Some(port);
-            }
-            f(slot.as_ref().expect("bound above"))
-        })
+        let pooled = self.pool.lock().expect("poisoned").pop();
+        let port = match pooled {
+            Some(port) => port,
+            None => self
+                .seg
+                .bind_dynamic_port()
+                .map_err(|e| storage(Op::Ping, "-", e.errno(), format!("binding a port: {e}")))?,
+        };
+        let result = f(&port);
+        self.pool.lock().expect("poisoned").push(port);
+        result
     }
 
     /// Sends one request and waits for its answer: `(serviced, answer bytes)`.

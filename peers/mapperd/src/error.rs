@@ -16,6 +16,8 @@ pub enum MapperError {
     Fenced(String),
     #[error("{0}: the map is corrupt: {1}")]
     Corrupt(String, String),
+    #[error("{0}")]
+    Overflow(String),
     #[error("{op} {object}: {reason}")]
     Storage { op: &'static str, object: String, errno: i32, reason: String },
 }
@@ -30,6 +32,7 @@ impl MapperError {
             MapperError::ReadOnly(_) => libc::EROFS,
             MapperError::Fenced(_) => libc::ESTALE,
             MapperError::Corrupt(..) => libc::EIO,
+            MapperError::Overflow(_) => libc::EOVERFLOW,
             MapperError::Storage { errno, .. } => *errno,
         }
     }

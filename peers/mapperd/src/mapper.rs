@@ -852,7 +852,7 @@ fn encode(extents: &[(Option<String>, u64, u64)], out: &mut [u8]) -> Result<u64>
         .iter()
         .map(|(o, at, len)| Extent { object: o.as_deref(), object_offset: *at, len: *len })
         .collect();
-    encode_extents(&list, out).map(|n| n as u64).map_err(|e| MapperError::Invalid(e.to_string()))
+    encode_extents(&list, out).map(|n| n as u64).map_err(|e| MapperError::Overflow(e.to_string()))
 }
 
 impl Peer for Mapper {

@@ -10,7 +10,7 @@
 //! | READ, WRITE | `offset`, `size`, data window; FUA flag on WRITE | `size` |
 //! | DISCARD, WRITE_ZEROES | `offset`, `size` | `size` |
 //! | FLUSH | | 0: every write completed before is durable |
-//! | INFO | window for a [`VolumeInfo`] (JSON) | the volume size; window = JSON |
+//! | INFO | window for a [`VolumeInfo`] (JSON) | the JSON's length, window = JSON; with no window, the volume size |
 //! | OPEN, CLOSE | | 0 (OPEN takes the volume's lock for this host) |
 //! | CREATE | `size`; window = [`CreateOptions`] (JSON, may be empty) | 0 |
 //! | CLONE | target = new volume; window = snapshot name; `size` (0 = the snapshot's) | 0 |
@@ -29,7 +29,8 @@
 //! MAPR / MAPW with target = volume, `offset`, `size`: the answer's window holds the
 //! [`Extent`]s covering the range in order ([`encode_extents`]). MAPW first makes every
 //! block of the range writable by this volume (copy-on-write), so all its extents are
-//! objects. DISCARD with whole blocks turns them into zero blocks.
+//! objects. DISCARD turns whole blocks into zero blocks and answers with the extents of the
+//! partial pieces still to be zeroed. An extent list larger than the window is EOVERFLOW.
 
 use serde::{Deserialize, Serialize};
 

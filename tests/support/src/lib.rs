@@ -1,0 +1,244 @@
+//! Test and benchmark support: a real host stack (a segment, `archip-filed` serving data
+//! and maps, `archip-mapperd`, `archip-vlmcd`) started as daemons in a directory of its
+//! own, with helpers to kill and restart each peer. Everything is torn down on drop.
+//!
+//! The daemons are found next to the running executable (`target/<profile>/`, or its
+//! parent when the executable is a test under `deps/`): build the workspace first.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archip_client::Client;
+use archip_proto::ports;
+use xseg::{Segment, SegmentConfig};
+
+/// The peers of a stack, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Blocker,
+    Mapper,
+    Vlmcd,
+}
+
+impl Role {
+    fn binary(self) -> &'static str {
+        match self {
+            Role::Blocker => "archip-filed",
+            Role::Mapper => "archip-mapperd",
+            Role::Vlmcd => "archip-vlmcd",
+        }
+    }
+}
+
+/// How to build a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub segment: SegmentConfig,
+    /// The host id the mapper records in locks.
+    pub host_id: String,
+    pub lease_ms: u64,
+    pub lock_wait_ms: u64,
+    /// Where the objects live (default: `<stack dir>/store`); two stacks given the same
+    /// directory share their storage, as two hosts on one NFS export do.
+    pub store_dir: Option<PathBuf>,
+    pub threads: u32,
+    /// Extra flags for vlmcd.
+    pub vlmcd_flags: Vec<String>,
+    /// `FAILPOINTS` for the mapper, if any.
+    pub mapper_failpoints: Option<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            segment: SegmentConfig {
+                nr_ports: 64,
+                dynamic_port_start: 16,
+                nr_requests: 2048,
+                nr_buffers: 128,
+                buffer_bytes: 1 << 20,
+                queue_capacity: 256,
+            },
+            host_id: "hostA".into(),
+            lease_ms: 5000,
+            lock_wait_ms: 60_000,
+            store_dir: None,
+            threads: 4,
+            vlmcd_flags: Vec::new(),
+            mapper_failpoints: None,
+        }
+    }
+}
+
+pub struct Stack {
+    pub name: String,
+    pub seg: Arc<Segment>,
+    pub dir: PathBuf,
+    pub options: StackOptions,
+    pids: Vec<(Role, i32)>,
+}
+
+/// The directory holding the workspace's binaries for the running executable.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("executable in a directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir
+    }
+}
+
+/// A workspace binary, which must have been built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `pid` has exited (or is an unreaped zombie).
+pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        if stat.is_empty() || state == Some("Z") || state == Some("X") {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Stack {
+    /// A segment and a directory, no peers yet.
+    pub fn empty(tag: &str, options: StackOptions) -> Stack {
+        let name = format!("tk-{}-{tag}", std::process::id());
+        let _ = Segment::destroy(&name);
+        let seg = Segment::create(&name, &options.segment).expect("creating the test segment");
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the stack directory");
+        Stack { name, seg, dir, options, pids: Vec::new() }
+    }
+
+    /// A full stack: blocker, mapper, vlmcd.
+    pub fn start(tag: &str, options: StackOptions) -> Stack {
+        let mut stack = Stack::empty(tag, options);
+        for role in [Role::Blocker, Role::Mapper, Role::Vlmcd] {
+            stack.start_peer(role);
+        }
+        stack
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.options.store_dir.clone().unwrap_or_else(|| self.dir.join("store"))
+    }
+
+    /// Starts `role` (daemonized; returns once it reported ready).
+    pub fn start_peer(&mut self, role: Role) {
+        let tag = format!("{role:?}").to_lowercase();
+        let pidfile = self.dir.join(format!("{tag}.pid"));
+        let log = self.dir.join(format!("{tag}.log"));
+        let threads = self.options.threads.to_string();
+        let mut cmd = Command::new(binary(role.binary()));
+        cmd.args(["--segment", &self.name, "--daemonize", "--threads", &threads])
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .arg("--log-file")
+            .arg(&log)
+            .env_remove("FAILPOINTS");
+        match role {
+            Role::Blocker => {
+                let (data, map) = (ports::DATA_BLOCKER.to_string(), ports::MAP_BLOCKER.to_string());
+                cmd.args(["--portno-start", &data, "--portno-end", &map, "--dir"]).arg(self.store_dir());
+            }
+            Role::Mapper => {
+                let lease = self.options.lease_ms.to_string();
+                let wait = self.options.lock_wait_ms.to_string();
+                cmd.args(["--portno-start", &ports::MAPPERD.to_string(), "--host-id", &self.options.host_id]);
+                cmd.args(["--lease-ms", &lease, "--lock-wait-ms", &wait]);
+                if let Some(f) = &self.options.mapper_failpoints {
+                    cmd.env("FAILPOINTS", f);
+                }
+            }
+            Role::Vlmcd => {
+                cmd.args(["--portno-start", &ports::VLMCD.to_string()]).args(&self.options.vlmcd_flags);
+            }
+        }
+        let out = cmd.output().expect("running a daemon");
+        assert!(
+            out.status.success(),
+            "{} did not start: {}",
+            role.binary(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = std::fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("a pid");
+        self.pids.retain(|(r, _)| *r != role);
+        self.pids.push((role, pid));
+    }
+
+    pub fn pid(&self, role: Role) -> Option<i32> {
+        self.pids.iter().find(|(r, _)| *r == role).map(|(_, p)| *p)
+    }
+
+    /// Sends `signal` to `role` and waits until it is gone.
+    pub fn kill_peer(&mut self, role: Role, signal: i32) {
+        if let Some(pid) = self.pid(role) {
+            // SAFETY: kill(2) of a daemon this stack started.
+            unsafe { libc::kill(pid, signal) };
+            assert!(wait_gone(pid, Duration::from_secs(60)), "{role:?} did not exit");
+            self.pids.retain(|(r, _)| *r != role);
+        }
+    }
+
+    /// Kill -9 and start again.
+    pub fn restart_peer(&mut self, role: Role) {
+        self.kill_peer(role, libc::SIGKILL);
+        self.start_peer(role);
+    }
+
+    /// A client talking to this stack's vlmcd.
+    pub fn client(&self) -> Client {
+        Client::with_segment(&self.seg, ports::VLMCD).expect("binding a client port")
+    }
+
+    /// Requests served so far by the peer on `port` (from the segment's counters).
+    pub fn served(&self, port: u32) -> u64 {
+        self.seg.report().ports.iter().find(|p| p.port == port).map_or(0, |p| p.requests_served)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, pid) in &self.pids {
+            // SAFETY: kill(2) of daemons this stack started.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let _ = Segment::destroy(&self.name);
+        if std::env::var_os("ARCHIP_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A deterministic pseudo-random byte pattern.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
