@@ -9,6 +9,7 @@
 //! | READ | `offset`, `size` ≤ window | `size`; window[..size] = bytes (zeros past the end) |
 //! | WRITE | `offset`, `size`, window[..size]; FUA flag = durable on completion | `size` |
 //! | WRITE_FULL | window[..size] replaces the object atomically; FUA flag | `size` |
+//! | CREATE | window[..size] becomes the object only if it does not exist (EEXIST); FUA flag | `size` |
 //! | WRITE_ZEROES, DISCARD | `offset`, `size`: the range reads as zeros; FUA flag | `size` |
 //! | FLUSH | (no target) every completed write is durable | 0 |
 //! | DELETE | | 0 |
@@ -63,7 +64,7 @@ impl Peer for BlockerPeer {
         if let Err(f) = &result {
             let view = io.port.view(&req);
             // Missing objects and held locks are answers, not faults.
-            if f.errno == libc::ENOENT || f.errno == libc::EBUSY {
+            if f.errno == libc::ENOENT || f.errno == libc::EBUSY || f.errno == libc::EEXIST {
                 tracing::debug!(op = view.op_raw(), reason = %f.reason, "request failed");
             } else {
                 tracing::warn!(op = view.op_raw(), reason = %f.reason, "request failed");
@@ -116,6 +117,11 @@ impl BlockerPeer {
             Op::WriteFull => {
                 let n = payload(data)?;
                 store.write_full(&name()?, &data[..n], durability(flag_word))?;
+                Ok(size)
+            }
+            Op::Create => {
+                let n = payload(data)?;
+                store.create_exclusive(&name()?, &data[..n], durability(flag_word))?;
                 Ok(size)
             }
             Op::WriteZeroes | Op::Discard => {

@@ -195,6 +195,18 @@ impl Blockers {
         Ok(())
     }
 
+    /// Creates an object durably, only if it does not exist (EEXIST otherwise; EOPNOTSUPP
+    /// from a store that cannot do it atomically).
+    pub fn create_exclusive(&self, dst: u32, name: &str, bytes: &[u8]) -> Result<()> {
+        self.call(&Call {
+            size: bytes.len() as u64,
+            flags: flags::FUA,
+            payload: bytes,
+            ..Call::new(dst, Op::Create, name)
+        })?;
+        Ok(())
+    }
+
     /// Deletes an object; a missing one is fine.
     pub fn delete(&self, dst: u32, name: &str) -> Result<()> {
         match self.call(&Call::new(dst, Op::Delete, name)) {

@@ -121,6 +121,25 @@ impl Mapper {
         self.blockers.write_full(self.map_port(), &header.object_name(), &header.encode())
     }
 
+    /// Stores the header of a new volume or snapshot, refusing a name in use. One durable
+    /// exclusive create when the store can (no lock round trips); otherwise, or over a
+    /// tombstone, under the name's lock.
+    fn create_header(&self, header: &MapHeader) -> Result<()> {
+        let name = header.name().as_str();
+        match self.blockers.create_exclusive(self.map_port(), &header.object_name(), &header.encode()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == libc::EEXIST || e.errno() == libc::EOPNOTSUPP => {
+                self.with_lock(name, || {
+                    if self.read_header(name)?.is_some() {
+                        return Err(MapperError::Exists(name.into()));
+                    }
+                    self.write_header(header)
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn lock_owner(&self) -> &str {
         &self.config.host_id
     }
@@ -487,13 +506,8 @@ impl Mapper {
             return Err(MapperError::Invalid("a volume needs a size above 0".into()));
         }
         let shift = options.block_shift.unwrap_or(DEFAULT_BLOCK_SHIFT);
-        self.with_lock(name, || {
-            if self.read_header(name)?.is_some() {
-                return Err(MapperError::Exists(name.into()));
-            }
-            let header = MapHeader::new_volume(vname, new_volume_id(), size, shift, now_ms())?;
-            self.write_header(&header)
-        })
+        let header = MapHeader::new_volume(vname, new_volume_id(), size, shift, now_ms())?;
+        self.create_header(&header)
     }
 
     fn clone_volume(&self, name: &str, snapshot: &str, size: u64) -> Result<()> {
@@ -505,13 +519,8 @@ impl Mapper {
             )));
         }
         let size = if size == 0 { snap.size_bytes() } else { size };
-        self.with_lock(name, || {
-            if self.read_header(name)?.is_some() {
-                return Err(MapperError::Exists(name.into()));
-            }
-            let header = MapHeader::clone_from_snapshot(&snap, vname, new_volume_id(), size, now_ms())?;
-            self.write_header(&header)
-        })
+        let header = MapHeader::clone_from_snapshot(&snap, vname, new_volume_id(), size, now_ms())?;
+        self.create_header(&header)
     }
 
     fn snapshot(&self, name: &str, snap_name: &str) -> Result<()> {
@@ -533,7 +542,7 @@ impl Mapper {
                 self.write_header(&bumped)?;
                 fail::fail_point!("mapper-snapshot-after-epoch-bump", |_| std::process::abort());
                 st.header = bumped;
-                self.write_header(&snap)
+                self.create_header(&snap)
             };
             match open {
                 Some(volume) => {

@@ -81,6 +81,7 @@ macro_rules! __archip_store_conformance_cases {
             stat_tracks_the_size,
             write_full_replaces_the_whole_object,
             write_full_is_atomic_for_concurrent_readers,
+            create_exclusive_creates_once,
             zero_partial_range,
             zero_whole_object,
             zero_past_the_end_keeps_the_size,
@@ -332,6 +333,40 @@ pub fn write_full_replaces_the_whole_object(store: &dyn ObjectStore) {
     store.write_full(&n, &sparse, B).unwrap();
     assert_eq!(store.stat(&n).unwrap(), 2 * MIB as u64);
     assert_eq!(read_vec(store, &n, 0, 2 * MIB), sparse);
+}
+
+pub fn create_exclusive_creates_once(store: &dyn ObjectStore) {
+    let n = uname("create-excl");
+    match store.create_exclusive(&n, b"first", F) {
+        Err(e) if matches!(e.kind(), crate::ErrorKind::Unsupported) => {
+            assert_eq!(e.errno(), libc::EOPNOTSUPP);
+            assert!(store.stat(&n).unwrap_err().is_not_found(), "an unsupported create creates nothing");
+            return;
+        }
+        other => other.unwrap(),
+    }
+    assert_eq!(read_vec(store, &n, 0, 5), b"first");
+    let e = store.create_exclusive(&n, b"second", F).unwrap_err();
+    assert!(matches!(e.kind(), crate::ErrorKind::Exists), "{e}");
+    assert_eq!(e.errno(), libc::EEXIST);
+    assert_eq!(read_vec(store, &n, 0, 6), b"first\0", "the existing object is untouched");
+    // Racing creators: exactly one wins, and the object is the winner's.
+    let raced = uname("create-excl-race");
+    let winners: Vec<usize> = std::thread::scope(|s| {
+        let tries: Vec<_> = (0..8)
+            .map(|i| {
+                let raced = &raced;
+                s.spawn(move || {
+                    store.create_exclusive(raced, &pattern(i as u64, 4096), B).is_ok().then_some(i)
+                })
+            })
+            .collect();
+        tries.into_iter().filter_map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(winners.len(), 1, "exactly one creator wins: {winners:?}");
+    assert_eq!(read_vec(store, &raced, 0, 4096), pattern(winners[0] as u64, 4096));
+    let bad = ObjectName::new("x/y");
+    assert!(bad.is_err(), "names are checked before any store sees them");
 }
 
 pub fn write_full_is_atomic_for_concurrent_readers(store: &dyn ObjectStore) {

@@ -12,6 +12,12 @@ pub enum ErrorKind {
     /// The object (or, for `lock_release`, the lock) does not exist.
     #[error("no such object")]
     NotFound,
+    /// The object already exists (`create_exclusive`).
+    #[error("the object already exists")]
+    Exists,
+    /// The store does not offer this operation.
+    #[error("not supported by this store")]
+    Unsupported,
     /// The lock is held by someone else.
     #[error("the lock is held by {holder}")]
     Busy { holder: LockRecord },
@@ -101,6 +107,8 @@ impl StoreError {
     pub fn errno(&self) -> i32 {
         match &self.kind {
             ErrorKind::NotFound => libc::ENOENT,
+            ErrorKind::Exists => libc::EEXIST,
+            ErrorKind::Unsupported => libc::EOPNOTSUPP,
             ErrorKind::Busy { .. } => libc::EBUSY,
             ErrorKind::NotOwner { .. } => libc::EPERM,
             ErrorKind::InvalidName { .. } | ErrorKind::InvalidArgument { .. } => libc::EINVAL,

@@ -160,6 +160,15 @@ pub trait ObjectStore: Send + Sync {
 
     /// Who holds `lock`, if anybody.
     fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>>;
+
+    /// Creates `name` with `data`, atomically, only if it does not exist (else `Exists`):
+    /// of two racing creators exactly one succeeds, on every host sharing the store. A store
+    /// that cannot do this atomically answers `Unsupported` (callers then serialize creators
+    /// with a lock).
+    fn create_exclusive(&self, name: &ObjectName, data: &[u8], durability: Durability) -> Result<()> {
+        let _ = (data, durability);
+        Err(StoreError::new("create_exclusive", name.as_str(), ErrorKind::Unsupported))
+    }
 }
 
 macro_rules! delegate_object_store {
@@ -203,6 +212,9 @@ macro_rules! delegate_object_store {
             }
             fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>> {
                 (**self).lock_holder(lock)
+            }
+            fn create_exclusive(&self, name: &ObjectName, data: &[u8], durability: Durability) -> Result<()> {
+                (**self).create_exclusive(name, data, durability)
             }
         }
     )*};

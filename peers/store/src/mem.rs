@@ -160,6 +160,18 @@ impl ObjectStore for MemStore {
         Ok(())
     }
 
+    fn create_exclusive(&self, name: &ObjectName, data: &[u8], _: Durability) -> Result<()> {
+        check_range("create_exclusive", name, 0, data.len() as u64)?;
+        let mut inner = self.inner();
+        if inner.objects.contains_key(name) {
+            return Err(StoreError::new("create_exclusive", name.as_str(), crate::ErrorKind::Exists));
+        }
+        let mut obj = MemObject::default();
+        obj.write(0, data);
+        inner.objects.insert(name.clone(), obj);
+        Ok(())
+    }
+
     fn zero(&self, name: &ObjectName, offset: u64, len: u64, _: Durability) -> Result<()> {
         check_range("zero", name, offset, len)?;
         let mut inner = self.inner();

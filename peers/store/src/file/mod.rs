@@ -612,6 +612,29 @@ impl ObjectStore for FileStore {
         self.publish(op, name, &tmp, gained, durability)
     }
 
+    fn create_exclusive(&self, name: &ObjectName, data: &[u8], durability: Durability) -> Result<()> {
+        let op = "create_exclusive";
+        check_range(op, name, 0, data.len() as u64)?;
+        let (tmp, file, mut gained) =
+            self.create_temp_for(name).map_err(|e| StoreError::io(op, name.as_str(), e))?;
+        // A complete, synced file is linked to the name: link() fails if the name exists, on
+        // NFS too, so of two racing creators exactly one wins.
+        let placed = write_sparse(&file, data)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| fs::hard_link(&tmp, self.object_path(name)));
+        let _ = fs::remove_file(&tmp);
+        match placed {
+            Ok(()) => {}
+            Err(e) if is(&e, Errno::EXIST) => {
+                self.dirty().dirs.extend(gained);
+                return Err(StoreError::new(op, name.as_str(), ErrorKind::Exists));
+            }
+            Err(e) => return Err(StoreError::io(op, name.as_str(), e)),
+        }
+        gained.push(self.leaf_dir(name));
+        self.settle(op, name, None, gained, durability)
+    }
+
     fn zero(&self, name: &ObjectName, offset: u64, len: u64, durability: Durability) -> Result<()> {
         check_range("zero", name, offset, len)?;
         let ((), opened) = self.with_object("zero", name, false, |o| {
