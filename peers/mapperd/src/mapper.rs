@@ -726,8 +726,15 @@ impl Mapper {
                 Ok(())
             }
             None => {
+                // Not open in this process (e.g. the mapper restarted since): the lock in the
+                // store may still be this host's, and closing releases it.
                 self.existing_header(name)?;
-                Ok(())
+                match self.blockers.lock_holder(&lock_name(name))? {
+                    Some((owner, _)) if owner == self.lock_owner() => {
+                        self.blockers.release(&lock_name(name), self.lock_owner(), false)
+                    }
+                    _ => Ok(()),
+                }
             }
         }
     }

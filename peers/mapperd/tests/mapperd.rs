@@ -560,3 +560,20 @@ fn blocker_killed_during_copy_on_write() {
     assert_eq!(read(&c, "vol", 0, 4 << 20).unwrap(), expected);
     assert_eq!(read(&c, "snap", 0, 4 << 20).unwrap(), pattern(7, 4 << 20));
 }
+
+/// The lock is persistent: it survives a mapper restart, and closing the volume after the
+/// restart still releases it (regression: close only released volumes open in-process).
+#[test]
+fn close_after_a_mapper_restart_releases_the_lock() {
+    let mut host = Host::new("reclose");
+    let c = host.client();
+    create(&c, "vol", 1 << 20);
+    write(&c, "vol", 0, b"data").unwrap();
+    assert_eq!(info(&c, "vol")["locked_by"], "hostA");
+    let mapper = host.pids[1];
+    host.stop(mapper, libc::SIGKILL);
+    host.mapper(ports::MAPPERD, "hostA");
+    assert_eq!(info(&c, "vol")["locked_by"], "hostA", "the lock outlived the process");
+    assert_eq!(mgmt(&c, Op::Close, "vol", 0, ""), 0);
+    assert!(info(&c, "vol")["locked_by"].is_null(), "close released it");
+}
