@@ -34,11 +34,12 @@ use xseg::{flags, Incoming, Op, Port};
 
 pub struct BlockerPeer {
     store: Arc<dyn ObjectStore>,
+    warnings: archip_peer::Throttle,
 }
 
 impl BlockerPeer {
     pub fn new(store: Arc<dyn ObjectStore>) -> BlockerPeer {
-        BlockerPeer { store }
+        BlockerPeer { store, warnings: archip_peer::Throttle::new(1000) }
     }
 }
 
@@ -66,8 +67,9 @@ impl Peer for BlockerPeer {
             // Missing objects and held locks are answers, not faults.
             if f.errno == libc::ENOENT || f.errno == libc::EBUSY || f.errno == libc::EEXIST {
                 tracing::debug!(op = view.op_raw(), reason = %f.reason, "request failed");
-            } else {
-                tracing::warn!(op = view.op_raw(), reason = %f.reason, "request failed");
+            } else if let Some(suppressed) = self.warnings.allow() {
+                // At most one warning a second: a fenced or broken store fails every request.
+                tracing::warn!(op = view.op_raw(), reason = %f.reason, suppressed, "request failed");
             }
         }
         io.respond(req, result.map_err(|f| f.errno));

@@ -17,9 +17,11 @@
 mod args;
 mod daemon;
 mod logging;
+mod throttle;
 mod worker;
 
 pub use args::{PeerArgs, PORTS_PER_PEER_MAX};
 pub use daemon::{daemonize, Pidfile, Readiness};
 pub use logging::init as init_logging;
+pub use throttle::Throttle;
 pub use worker::{run, Peer, PeerIo, PeerState, IDLE_TICK};
