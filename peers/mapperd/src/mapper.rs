@@ -308,13 +308,17 @@ impl Mapper {
         let own_ref = st.header.own_chunk_ref();
         let own_chunk = st.header.is_own_chunk(index);
         let volume_id = st.header.volume_id();
+        let entries = st.header.chunk_entries(index).expect("in range");
         let mut chunk = match self.chunk(name, st, index)? {
             Some(c) => c.clone(),
-            None => {
-                let entries = st.header.chunk_entries(index).expect("in range");
-                Chunk::new_zero(volume_id, index, entries)?
-            }
+            None => Chunk::new_zero(volume_id, index, entries)?,
         };
+        // A chunk stored before the volume grew (or shared from a smaller snapshot by a
+        // larger clone) holds fewer entries than the volume has blocks there; the missing
+        // ones read as ZERO. Extend it before setting an entry past its end.
+        if chunk.entry_count() < entries {
+            chunk.resize(entries)?;
+        }
         if !own_chunk {
             chunk.set_volume_id(volume_id)?;
         }
@@ -547,7 +551,11 @@ impl Mapper {
             match open {
                 Some(volume) => {
                     let mut st = volume.state.lock().expect("poisoned");
-                    self.confirm_lock(name, &mut st, true)?;
+                    // A snapshot read (or refused a write) here is cached without a lock:
+                    // it is refused as a snapshot (EINVAL), not as locked elsewhere.
+                    if !st.header.is_snapshot() {
+                        self.confirm_lock(name, &mut st, true)?;
+                    }
                     apply(&mut st)
                 }
                 None => {
@@ -568,6 +576,14 @@ impl Mapper {
 
     fn delete(&self, name: &str) -> Result<()> {
         volume_name(name)?;
+        // Open here: the lock is this host's and stays taken past `with_lock`; release it
+        // once the volume is gone, so the name is free for every host.
+        let was_open = self
+            .open
+            .lock()
+            .expect("poisoned")
+            .get(name)
+            .is_some_and(|v| v.state.lock().expect("poisoned").generation.is_some());
         self.with_lock(name, || {
             let header = self.existing_header(name)?;
             let mut tombstone = header.clone();
@@ -604,7 +620,11 @@ impl Mapper {
                 }
             }
             Ok(())
-        })
+        })?;
+        if was_open {
+            self.blockers.release(&lock_name(name), self.lock_owner(), false)?;
+        }
+        Ok(())
     }
 
     fn rename(&self, name: &str, new_name: &str) -> Result<()> {

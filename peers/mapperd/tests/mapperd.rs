@@ -577,3 +577,18 @@ fn close_after_a_mapper_restart_releases_the_lock() {
     assert_eq!(mgmt(&c, Op::Close, "vol", 0, ""), 0);
     assert!(info(&c, "vol")["locked_by"].is_null(), "close released it");
 }
+
+/// Regression: deleting a volume open on this host left its lock held, so another host
+/// could not create the name again.
+#[test]
+fn delete_of_an_open_volume_frees_the_name_for_every_host() {
+    let mut host = Host::new("delopen");
+    host.mapper(5, "hostB");
+    let c = host.client();
+    create(&c, "v", 1 << 20);
+    write(&c, "v", 0, b"open here").unwrap();
+    assert_eq!(info(&c, "v")["locked_by"], "hostA");
+    assert_eq!(mgmt(&c, Op::Delete, "v", 0, ""), 0);
+    assert_eq!(call(&c, 5, Op::Create, "v", 0, 1 << 20, 0, &[], 0).0, 0, "host B creates the name");
+    assert!(info(&c, "v")["locked_by"].is_null());
+}

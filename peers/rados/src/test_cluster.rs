@@ -32,7 +32,7 @@ pub const POOL: &str = "archip";
 
 /// The message a test fails with when Ceph is not installed.
 pub const MISSING_CEPH: &str =
-    "ceph-mon / ceph-osd not found: install ceph-mon ceph-osd (tests/run-all does)";
+    "ceph-mon / ceph-osd not found: install ceph-mon ceph-osd ceph-common librados-dev (tests/run-all does)";
 
 /// A running test cluster, held for the life of the process.
 pub struct TestCluster {

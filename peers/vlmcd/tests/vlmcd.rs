@@ -1,193 +1,127 @@
-//! vlmcd end to end, through real processes: `archip-vlmcd`, the `archip-test-mapper`
-//! fixture (standing in for the mapper until mapperd exists) and the real `archip-filed` as
-//! the data blocker, all daemonized on a segment each test creates, talked to through
-//! `archip-client`.
+//! vlmcd end to end, through a real host stack (`archip-testkit`): `archip-filed` serving
+//! data and maps from a directory, the real mapper `archip-mapperd`, and `archip-vlmcd`,
+//! all daemonized on a segment of their own, talked to through `archip-client`.
 //!
-//! `archip-filed` is another package's binary: build it first, with the same target
-//! directory, e.g.
+//! The daemons are the workspace's binaries: build them first, with the same target
+//! directory (`cargo build --workspace --all-features`; `tests/run-all` does it). Set
+//! `ARCHIP_TEST_KEEP=1` to keep each stack's directory (daemon logs, objects); a failing
+//! test prints the end of each daemon's log.
 //!
-//! ```text
-//! cargo build -p archip-filed && cargo test -p archip-vlmcd -p archip-client
-//! ```
+//! Volumes are created with 64 KiB blocks and the segment has 256 KiB buffers, so IO
+//! crosses object boundaries often and large IO is split by the client.
 //!
-//! It is looked up next to this test binary (`target/<profile>/archip-filed`); the tests
-//! fail with that instruction if it is missing. Set `VLMCD_TEST_KEEP=1` to keep each
-//! test's directory (daemon logs, objects) under the temporary directory.
-//!
-//! One ignored test, `smoke_with_the_real_mapperd`, runs the same paths (and snapshot
-//! copy-on-write, clones) through the real `archip-mapperd` with a second filed for maps:
-//! `cargo build -p archip-filed -p archip-mapperd`, then `cargo test -p archip-vlmcd --
-//! --ignored`.
+//! * `model_*` runs random sequences of IO and snapshot/clone operations (proptest)
+//!   against an in-memory reference of every volume and snapshot.
+//! * `*_killed_during_copy_on_write` kill -9 the mapper or the data blocker in the middle
+//!   of copy-on-write-heavy pipelined writes (after a snapshot), with requests waiting in
+//!   its ring; no write fails and every write reads back.
+//! * With this crate's `failpoints` feature (which needs `archip-mapperd` built with its own
+//!   `failpoints` feature; `--all-features` builds both),
+//!   `mapper_crashes_at_each_copy_on_write_step` aborts the mapper at each step of
+//!   copy-on-write instead.
 
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut, Range};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use archip_client::{Client, ClientError, Completion, CreateOptions};
+use archip_client::{Client, ClientError, Completion, CreateOptions, Ticket};
 use archip_proto::ports;
-use xseg::{Op, Segment, SegmentConfig};
+use archip_testkit::{pattern, wait_gone, Role, Stack, StackOptions};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use xseg::Op;
 
-const VLMCD: &str = env!("CARGO_BIN_EXE_archip-vlmcd");
-const TEST_MAPPER: &str = env!("CARGO_BIN_EXE_archip-test-mapper");
 /// The segment's buffer size: client IO larger than this is split.
-const BUFFER: usize = 256 << 10;
-/// The test mapper's block size (its default `--block-shift 16`).
+const BUFFER: u64 = 256 << 10;
+/// The block size of the volumes the tests create.
 const BLOCK: u64 = 64 << 10;
+const SMALL_BLOCKS: CreateOptions = CreateOptions { block_shift: Some(16) };
+/// How long a client call waits: longer than any outage a test causes.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn filed_binary() -> PathBuf {
-    let filed = sibling_binary("archip-filed");
-    assert!(
-        filed.exists(),
-        "{} is missing: build the data blocker first with `cargo build -p archip-filed` \
-         (same CARGO_TARGET_DIR as this test)",
-        filed.display()
-    );
-    filed
-}
+/// A stack whose daemons' logs are shown when the test fails.
+struct Host(Stack);
 
-/// Where another package's binary is built: `target/<profile>/`, the parent of the
-/// `deps/` directory holding this test binary.
-fn sibling_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent().and_then(Path::parent).expect("test binary in target/<profile>/deps").join(name)
-}
-
-/// The daemons a stack may run (named by their pidfiles and logs).
-const DAEMONS: [&str; 4] = ["vlmcd", "mapper", "filed", "mapfiled"];
-
-/// A segment with the daemons of a host stack on it, in a directory of their own.
-struct Stack {
-    name: String,
-    seg: Arc<Segment>,
-    dir: PathBuf,
-}
-
-impl Stack {
-    fn new(tag: &str) -> Stack {
-        let name = format!("vlmcd-{}-{tag}", std::process::id());
-        let _ = Segment::destroy(&name);
-        let config = SegmentConfig {
-            nr_ports: 64,
-            dynamic_port_start: 16,
-            nr_requests: 2048,
-            nr_buffers: 128,
-            buffer_bytes: BUFFER as u64,
-            queue_capacity: 128,
-        };
-        let seg = Segment::create(&name, &config).unwrap();
-        let dir = std::env::temp_dir().join(&name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Stack { name, seg, dir }
-    }
-
-    /// Starts all three daemons with vlmcd's extra flags.
-    fn full(tag: &str, vlmcd_flags: &[&str]) -> Stack {
-        let stack = Stack::new(tag);
-        stack.start_filed();
-        stack.start_mapper();
-        stack.start_vlmcd(vlmcd_flags);
-        stack
-    }
-
-    fn pidfile(&self, daemon: &str) -> PathBuf {
-        self.dir.join(format!("{daemon}.pid"))
-    }
-
-    /// Starts `binary` daemonized as `daemon` (pidfile and log in the stack's directory).
-    fn spawn(&self, daemon: &str, binary: &Path, port: u32, extra: &[&str]) {
-        let pidfile = self.pidfile(daemon);
-        let log = self.dir.join(format!("{daemon}.log"));
-        let port = port.to_string();
-        let out = Command::new(binary)
-            .args(["--segment", &self.name, "--portno-start", &port, "--daemonize"])
-            .args(["--pidfile", pidfile.to_str().unwrap(), "--log-file", log.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "starting {daemon}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn start_filed(&self) {
-        let objects = self.dir.join("objects");
-        self.spawn(
-            "filed",
-            &filed_binary(),
-            ports::DATA_BLOCKER,
-            &["--dir", objects.to_str().unwrap(), "--threads", "2"],
-        );
-    }
-
-    fn start_mapper(&self) {
-        self.spawn("mapper", Path::new(TEST_MAPPER), ports::MAPPERD, &["--threads", "2"]);
-    }
-
-    fn start_vlmcd(&self, extra: &[&str]) {
-        let mut flags = vec!["--log-level", "debug"];
-        if !extra.contains(&"--threads") {
-            flags.extend(["--threads", "4"]);
-        }
-        flags.extend(extra);
-        self.spawn("vlmcd", Path::new(VLMCD), ports::VLMCD, &flags);
-    }
-
-    fn pid(&self, daemon: &str) -> Option<i32> {
-        std::fs::read_to_string(self.pidfile(daemon)).ok()?.trim().parse().ok()
-    }
-
-    /// SIGKILLs `daemon` and waits until it is gone.
-    fn kill9(&self, daemon: &str) {
-        let pid = self.pid(daemon).expect("daemon running");
-        // SAFETY: kill(2) of a daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait_gone(pid);
-        let _ = std::fs::remove_file(self.pidfile(daemon));
-    }
-
-    fn client(&self) -> Client {
-        let mut client = Client::with_segment(&self.seg, ports::VLMCD).unwrap();
-        client.set_timeout(Duration::from_secs(60));
-        client
+impl Deref for Host {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
     }
 }
 
-impl Drop for Stack {
+impl DerefMut for Host {
+    fn deref_mut(&mut self) -> &mut Stack {
+        &mut self.0
+    }
+}
+
+impl Drop for Host {
     fn drop(&mut self) {
-        for daemon in DAEMONS {
-            if let Some(pid) = self.pid(daemon) {
-                // SAFETY: kill(2) of a daemon this test started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
         if std::thread::panicking() {
-            for daemon in DAEMONS {
-                let log = std::fs::read_to_string(self.dir.join(format!("{daemon}.log"))).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("---- {daemon}.log (last lines) ----");
+            for role in ["blocker", "mapper", "vlmcd"] {
+                let log = std::fs::read_to_string(self.dir.join(format!("{role}.log"))).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                eprintln!("---- {} {role}.log (last lines) ----", self.name);
                 for line in tail.iter().rev() {
                     eprintln!("{line}");
                 }
             }
         }
-        let _ = Segment::destroy(&self.name);
-        if std::env::var_os("VLMCD_TEST_KEEP").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
-fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.split_whitespace().nth(2) == Some("Z") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(5));
+impl Host {
+    fn log(&self, role: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{role}.log"))).unwrap_or_default()
     }
+
+    fn client(&self) -> Client {
+        let mut client = self.0.client();
+        client.set_timeout(CLIENT_TIMEOUT);
+        client
+    }
+
+    /// Every data object file in the stack's store.
+    fn data_objects(&self) -> Vec<PathBuf> {
+        object_files(&self.store_dir(), "data:")
+    }
+}
+
+/// The stack options of these tests, with extra vlmcd flags.
+fn options(vlmcd_flags: &[&str]) -> StackOptions {
+    let mut options = StackOptions {
+        vlmcd_flags: vlmcd_flags.iter().map(|f| f.to_string()).collect(),
+        ..StackOptions::default()
+    };
+    options.segment.buffer_bytes = BUFFER;
+    options.segment.nr_buffers = 256;
+    options
+}
+
+fn start(tag: &str, options: StackOptions) -> Host {
+    Host(Stack::start(tag, options))
+}
+
+/// Every file of `dir` (recursively) whose name starts with `prefix`.
+fn object_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.file_name().unwrap().to_string_lossy().starts_with(prefix) {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// xorshift64*: reproducible randomness without a dependency.
@@ -209,37 +143,77 @@ impl Rng {
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
 }
 
 fn errno_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> i32 {
     result.expect_err("the request should fail").errno()
 }
 
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    if got != want {
-        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-        panic!("{what}: first difference at byte {at} (len {} vs {})", got.len(), want.len());
+/// Where two byte strings first differ, if they do.
+fn difference(got: &[u8], want: &[u8]) -> Option<String> {
+    if got == want {
+        return None;
     }
+    let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+    Some(format!(
+        "first difference at byte {at} (block {}, +{}), len {} vs {}",
+        at as u64 / BLOCK,
+        at as u64 % BLOCK,
+        got.len(),
+        want.len()
+    ))
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if let Some(why) = difference(got, want) {
+        panic!("{what}: {why}");
+    }
+}
+
+fn read_all(client: &mut Client, name: &str, size: u64) -> Vec<u8> {
+    let mut buf = vec![0xA5u8; size as usize];
+    client.read(name, 0, &mut buf).unwrap_or_else(|e| panic!("reading {name}: {e}"));
+    buf
+}
+
+/// Waits for `n` completions.
+fn collect(client: &mut Client, n: usize) -> Vec<Completion> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = Vec::new();
+    while done.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} completions", done.len());
+        client.wait(Duration::from_millis(100));
+        client.poll_completions(&mut done);
+    }
+    assert_eq!(done.len(), n);
+    assert_eq!(client.in_flight(), 0);
+    done
 }
 
 #[test]
 fn random_io_across_objects_matches_a_reference() {
-    let stack = Stack::full("random", &[]);
-    let mut client = stack.client();
+    let host = start("random", options(&[]));
+    let mut client = host.client();
     // Not a multiple of the block size: the last block is partial.
     let size: u64 = 40 * BLOCK + 12_345;
-    client.create("vol1", size, &CreateOptions::default()).unwrap();
+    client.create("vol1", size, &SMALL_BLOCKS).unwrap();
+    let info = client.info("vol1").unwrap();
+    assert_eq!((info.size_bytes, info.block_size_bytes), (size, BLOCK));
     let mut reference = vec![0u8; size as usize];
 
-    // A volume never written reads as zeros (served from zero extents, no storage).
-    let mut buf = vec![0xAAu8; size as usize];
-    client.read("vol1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "fresh volume");
+    // A volume never written reads as zeros, served from zero extents: nothing is stored.
+    assert_same(&read_all(&mut client, "vol1", size), &reference, "fresh volume");
+    assert!(host.data_objects().is_empty(), "a fresh volume stores no data objects");
 
     // Flushes from another client run alongside, draining the volume again and again.
     let stop = Arc::new(AtomicBool::new(false));
     let flusher = {
-        let (mut other, stop) = (stack.client(), stop.clone());
+        let (mut other, stop) = (host.client(), stop.clone());
         std::thread::spawn(move || {
             let mut flushes = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -253,7 +227,7 @@ fn random_io_across_objects_matches_a_reference() {
 
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for round in 0..300 {
-        let max_len = if round % 10 == 0 { 3 * BUFFER as u64 } else { 3 * BLOCK };
+        let max_len = if round % 10 == 0 { 3 * BUFFER } else { 3 * BLOCK };
         let len = 1 + rng.below(max_len.min(size));
         let offset = rng.below(size - len + 1);
         let range = offset as usize..(offset + len) as usize;
@@ -272,12 +246,12 @@ fn random_io_across_objects_matches_a_reference() {
     stop.store(true, Ordering::Relaxed);
     assert!(flusher.join().unwrap() > 0);
 
-    client.read("vol1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "whole volume");
+    assert_same(&read_all(&mut client, "vol1", size), &reference, "whole volume");
     // Another client sees the same bytes.
-    let mut again = vec![0u8; size as usize];
-    stack.client().read("vol1", 0, &mut again).unwrap();
-    assert_same(&again, &reference, "whole volume, second client");
+    assert_same(&read_all(&mut host.client(), "vol1", size), &reference, "whole volume, second client");
+    // Thin: at most one object per block.
+    let objects = host.data_objects().len() as u64;
+    assert!((1..=size.div_ceil(BLOCK)).contains(&objects), "{objects} data objects");
 
     // The last byte is readable, one past it is the mapper's EINVAL.
     let mut one = [0u8; 1];
@@ -289,34 +263,40 @@ fn random_io_across_objects_matches_a_reference() {
 
 #[test]
 fn fua_flush_discard_and_write_zeroes() {
-    let stack = Stack::full("zeroes", &[]);
-    let mut client = stack.client();
+    let host = start("zeroes", options(&[]));
+    let mut client = host.client();
     let size = 16 * BLOCK;
-    client.create("vol", size, &CreateOptions::default()).unwrap();
+    client.create("vol", size, &SMALL_BLOCKS).unwrap();
     let mut reference = vec![0u8; size as usize];
     let mut rng = Rng(42);
     rng.fill(&mut reference);
     client.write("vol", 0, &reference, true).unwrap();
     client.flush("vol").unwrap();
+    assert_eq!(host.data_objects().len(), 16);
 
-    // Partial head and tail pieces, whole blocks in between; then a piece of one block.
+    // Partial head and tail pieces, whole blocks in between; then pieces of one block.
+    // Whole blocks become zero blocks and their objects are deleted.
     let cases = [
-        (BLOCK / 2, 5 * BLOCK, true),
-        (9 * BLOCK + 100, 300, false),
-        (12 * BLOCK, 2 * BLOCK, true),
-        (0, 1, false),
-        (size - 7, 7, true),
+        (BLOCK / 2, 5 * BLOCK, true, 12),
+        (9 * BLOCK + 100, 300, false, 12),
+        (12 * BLOCK, 2 * BLOCK, true, 10),
+        (0, 1, false, 10),
+        (size - 7, 7, true, 10),
+        (6 * BLOCK, BLOCK, false, 9),
     ];
-    for (offset, len, discard) in cases {
+    for (offset, len, discard, objects_left) in cases {
         if discard {
             client.discard("vol", offset, len).unwrap();
         } else {
             client.write_zeroes("vol", offset, len).unwrap();
         }
         reference[offset as usize..(offset + len) as usize].fill(0);
-        let mut got = vec![0u8; size as usize];
-        client.read("vol", 0, &mut got).unwrap();
-        assert_same(&got, &reference, &format!("after zeroing {offset}+{len}"));
+        assert_same(
+            &read_all(&mut client, "vol", size),
+            &reference,
+            &format!("after zeroing {offset}+{len}"),
+        );
+        assert_eq!(host.data_objects().len(), objects_left, "after zeroing {offset}+{len}");
     }
     // Discarding blocks that are already zero blocks is fine.
     client.discard("vol", BLOCK, 2 * BLOCK).unwrap();
@@ -325,9 +305,7 @@ fn fua_flush_discard_and_write_zeroes() {
     let piece = [7u8; 1000];
     client.write("vol", 2 * BLOCK + 10, &piece, true).unwrap();
     reference[(2 * BLOCK + 10) as usize..(2 * BLOCK + 1010) as usize].copy_from_slice(&piece);
-    let mut got = vec![0u8; size as usize];
-    client.read("vol", 0, &mut got).unwrap();
-    assert_same(&got, &reference, "after rewriting a discarded block");
+    assert_same(&read_all(&mut client, "vol", size), &reference, "after rewriting a discarded block");
     client.flush("vol").unwrap();
 
     // Ranges past the end are refused by the mapper.
@@ -337,19 +315,21 @@ fn fua_flush_discard_and_write_zeroes() {
 
 #[test]
 fn pipelined_io_with_32_in_flight() {
-    let stack = Stack::full("pipelined", &["--threads", "8"]);
-    let mut client = stack.client();
-    let size = 64 * BLOCK;
-    client.create("vol", size, &CreateOptions::default()).unwrap();
+    let host = start("pipelined", StackOptions { threads: 8, ..options(&[]) });
+    let mut client = host.client();
+    // Regions of 5 blocks, larger than a buffer: the biggest writes are split in two.
+    let region = 5 * BLOCK;
+    let size = 32 * region;
+    assert!(region > BUFFER);
+    client.create("vol", size, &SMALL_BLOCKS).unwrap();
     let mut reference = vec![0u8; size as usize];
     let mut rng = Rng(7);
 
-    // 32 writes of disjoint regions, some larger than a buffer (split into pieces).
-    let region = size / 32;
+    // 32 writes of disjoint regions.
     let mut tickets = Vec::new();
     for i in 0..32u64 {
         let len = if i % 8 == 0 { region } else { 1 + rng.below(region) };
-        let offset = i * region;
+        let offset = i * region + rng.below(region - len + 1);
         let mut data = vec![0u8; len as usize];
         rng.fill(&mut data);
         reference[offset as usize..(offset + len) as usize].copy_from_slice(&data);
@@ -363,7 +343,7 @@ fn pipelined_io_with_32_in_flight() {
     }
 
     // 32 reads in flight over the whole volume, checked piece by piece.
-    let mut reads = std::collections::HashMap::new();
+    let mut reads = HashMap::new();
     for i in 0..32u64 {
         let len = (region + BLOCK / 3).min(size - i * region);
         let offset = i * region;
@@ -388,141 +368,50 @@ fn pipelined_io_with_32_in_flight() {
     assert_same(&done[1].data, &reference[..10], "small read");
 }
 
-/// Waits for `n` completions.
-fn collect(client: &mut Client, n: usize) -> Vec<Completion> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut done = Vec::new();
-    while done.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} completions", done.len());
-        client.wait(Duration::from_millis(100));
-        client.poll_completions(&mut done);
-    }
-    assert_eq!(done.len(), n);
-    assert_eq!(client.in_flight(), 0);
-    done
-}
-
-#[test]
-fn a_killed_data_blocker_is_waited_for_and_writes_are_retried() {
-    let stack = Stack::full("restart", &["--retry-timeout-ms", "20000"]);
-    let mut client = stack.client();
-    let size = 64 * BLOCK;
-    client.create("vol", size, &CreateOptions::default()).unwrap();
-    let mut reference = vec![0u8; size as usize];
-    let mut rng = Rng(99);
-    // Writes in flight at once never overlap (one per stripe), so their order does not
-    // matter to the reference.
-    const STRIPES: u64 = 16;
-    let stripe_len = size / STRIPES;
-    let restarted = AtomicBool::new(false);
-
-    let written = std::thread::scope(|scope| {
-        let killer = scope.spawn(|| {
-            std::thread::sleep(Duration::from_millis(300));
-            stack.kill9("filed");
-            std::thread::sleep(Duration::from_millis(400));
-            stack.start_filed();
-            restarted.store(true, Ordering::SeqCst);
-        });
-        let mut busy: std::collections::HashMap<archip_client::Ticket, u64> = Default::default();
-        let mut written = 0u64;
-        let mut after_restart = 0;
-        let mut done = Vec::new();
-        while after_restart < 200 || !busy.is_empty() {
-            if after_restart < 200 {
-                for stripe in 0..STRIPES {
-                    if busy.values().any(|&s| s == stripe) {
-                        continue;
-                    }
-                    let len = 1 + rng.below(2 * BLOCK).min(stripe_len - 1);
-                    let offset = stripe * stripe_len + rng.below(stripe_len - len + 1);
-                    let mut data = vec![0u8; len as usize];
-                    rng.fill(&mut data);
-                    reference[offset as usize..(offset + len) as usize].copy_from_slice(&data);
-                    let ticket = client.submit_write("vol", offset, &data, written % 5 == 0).unwrap();
-                    busy.insert(ticket, stripe);
-                    written += 1;
-                }
-            }
-            client.wait(Duration::from_millis(100));
-            done.clear();
-            client.poll_completions(&mut done);
-            for c in &done {
-                assert!(c.result.is_ok(), "write {:?} failed: {:?}", c.ticket, c.result);
-                busy.remove(&c.ticket);
-            }
-            if restarted.load(Ordering::SeqCst) {
-                after_restart += done.len();
-            }
-        }
-        killer.join().unwrap();
-        written
-    });
-    assert!(written > 200);
-    let mut got = vec![0u8; size as usize];
-    client.read("vol", 0, &mut got).unwrap();
-    assert_same(&got, &reference, "after the restart");
-    let log = std::fs::read_to_string(stack.dir.join("vlmcd.log")).unwrap();
-    assert!(log.contains("retrying"), "vlmcd noticed the outage");
-}
-
 #[test]
 fn a_restarted_vlmcd_fails_back_what_it_had_and_serves_again() {
-    let stack = Stack::full("vlmcd-restart", &[]);
-    let mut client = stack.client();
+    let mut host = start("vlmcd-restart", options(&[]));
+    let mut client = host.client();
     let size = 32 * BLOCK;
-    client.create("vol", size, &CreateOptions::default()).unwrap();
+    client.create("vol", size, &SMALL_BLOCKS).unwrap();
     let data = vec![0x5Au8; 3 * BLOCK as usize];
     for i in 0..16 {
         client.submit_write("vol", (i % 8) * 3 * BLOCK, &data, false).unwrap();
     }
-    stack.kill9("vlmcd");
-    stack.start_vlmcd(&[]);
+    let old = host.pid(Role::Vlmcd).unwrap();
+    host.restart_peer(Role::Vlmcd);
+    assert_ne!(host.pid(Role::Vlmcd), Some(old));
     // Each request in flight either completed or was failed back by the recovery.
+    let mut failed_back = 0;
     for c in collect(&mut client, 16) {
         if let Err(e) = &c.result {
             assert_eq!(e.errno(), libc::ECONNABORTED, "{e}");
+            failed_back += 1;
         }
     }
+    eprintln!("{failed_back} of 16 writes were failed back");
     let mut reference = vec![0u8; size as usize];
-    let mut rng = Rng(5);
-    rng.fill(&mut reference);
+    Rng(5).fill(&mut reference);
     client.write("vol", 0, &reference, false).unwrap();
-    let mut got = vec![0u8; size as usize];
-    client.read("vol", 0, &mut got).unwrap();
-    assert_same(&got, &reference, "after the vlmcd restart");
-}
-
-/// Every object file of the stack's filed directory.
-fn object_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.file_name().unwrap().to_string_lossy().starts_with("data:") {
-                found.push(path);
-            }
-        }
-    }
-    found
+    assert_same(&read_all(&mut client, "vol", size), &reference, "after the vlmcd restart");
+    // No port of the dead vlmcd is left bound.
+    let dead: Vec<u32> =
+        host.seg.report().ports.iter().filter(|p| p.owner_pid == old as u32).map(|p| p.port).collect();
+    assert!(dead.is_empty(), "ports {dead:?} still bound by the killed vlmcd");
 }
 
 #[test]
 fn a_lost_object_is_an_io_error_not_an_answer() {
-    let stack = Stack::full("lost", &[]);
-    let mut client = stack.client();
-    client.create("vol", 4 * BLOCK, &CreateOptions::default()).unwrap();
+    let mut host = start("lost", options(&["--log-level", "debug"]));
+    let mut client = host.client();
+    client.create("vol", 4 * BLOCK, &SMALL_BLOCKS).unwrap();
     client.write("vol", BLOCK, &[9u8; 100], true).unwrap();
     // The map names an object that the store no longer has (restart filed to empty its
     // descriptor cache).
-    let lost = object_files(&stack.dir.join("objects"));
+    let lost = host.data_objects();
     assert_eq!(lost.len(), 1);
     std::fs::remove_file(&lost[0]).unwrap();
-    stack.kill9("filed");
-    stack.start_filed();
+    host.restart_peer(Role::Blocker);
     let mut buf = [0u8; 100];
     // The blocker's ENOENT is not the frontend's business: EIO (after reading the map again).
     assert_eq!(errno_of(client.read("vol", BLOCK, &mut buf)), libc::EIO);
@@ -532,103 +421,44 @@ fn a_lost_object_is_an_io_error_not_an_answer() {
     client.write("vol", BLOCK, &[3u8; 100], false).unwrap();
     client.read("vol", BLOCK, &mut buf).unwrap();
     assert_eq!(buf, [3u8; 100]);
-    let log = std::fs::read_to_string(stack.dir.join("vlmcd.log")).unwrap();
-    assert!(log.contains("reading the map again"), "the read was retried once");
-}
-
-/// The same paths through the real mapper, `archip-mapperd`, with a second filed for maps.
-#[test]
-#[ignore = "needs the real mapper: cargo build -p archip-mapperd -p archip-filed, then --ignored"]
-fn smoke_with_the_real_mapperd() {
-    let mapperd = sibling_binary("archip-mapperd");
-    assert!(mapperd.exists(), "{} is missing: cargo build -p archip-mapperd", mapperd.display());
-    let stack = Stack::new("real");
-    stack.start_filed();
-    let maps = stack.dir.join("maps");
-    stack.spawn("mapfiled", &filed_binary(), ports::MAP_BLOCKER, &["--dir", maps.to_str().unwrap()]);
-    stack.spawn("mapper", &mapperd, ports::MAPPERD, &["--threads", "2", "--host-id", "test-host"]);
-    stack.start_vlmcd(&[]);
-    let mut client = stack.client();
-    let size = 40 * BLOCK + 12_345;
-    client.create("vol1", size, &CreateOptions { block_shift: Some(16) }).unwrap();
-    client.open("vol1").unwrap();
-    let info = client.info("vol1").unwrap();
-    assert_eq!((info.size_bytes, info.block_size_bytes), (size, BLOCK));
-
-    let mut reference = vec![0u8; size as usize];
-    let mut buf = vec![1u8; size as usize];
-    client.read("vol1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "fresh volume");
-    let mut rng = Rng(3);
-    for round in 0..100 {
-        let len = 1 + rng.below(3 * BLOCK);
-        let offset = rng.below(size - len + 1);
-        let range = offset as usize..(offset + len) as usize;
-        match rng.below(6) {
-            0 => {
-                client.discard("vol1", offset, len).unwrap();
-                reference[range].fill(0);
-            }
-            1 => {
-                client.write_zeroes("vol1", offset, len).unwrap();
-                reference[range].fill(0);
-            }
-            2 | 3 => {
-                let mut data = vec![0u8; len as usize];
-                rng.fill(&mut data);
-                client.write("vol1", offset, &data, round % 3 == 0).unwrap();
-                reference[range].copy_from_slice(&data);
-            }
-            _ => {
-                let mut got = vec![0u8; len as usize];
-                client.read("vol1", offset, &mut got).unwrap();
-                assert_same(&got, &reference[range], &format!("round {round}"));
-            }
-        }
-    }
-    client.flush("vol1").unwrap();
-    client.read("vol1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "whole volume");
-
-    // A snapshot keeps its bytes while the volume changes.
-    client.snapshot("vol1", "snap1").unwrap();
-    client.write("vol1", 0, &vec![0xEEu8; 2 * BLOCK as usize], true).unwrap();
-    client.read("snap1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "snapshot");
-    assert_eq!(errno_of(client.write("snap1", 0, b"x", false)), libc::EROFS);
-    client.clone_volume("clone1", "snap1", None).unwrap();
-    client.read("clone1", 0, &mut buf).unwrap();
-    assert_same(&buf, &reference, "clone");
-    let names: Vec<String> = client.list().unwrap().into_iter().map(|v| v.name).collect();
-    assert!(["vol1", "snap1", "clone1"].iter().all(|n| names.iter().any(|m| m == n)), "{names:?}");
-    client.close("vol1").unwrap();
+    assert!(host.log("vlmcd").contains("reading the map again"), "the read was retried once");
 }
 
 #[test]
 fn an_absent_mapper_fails_requests_with_eio_after_the_retry_timeout() {
-    let stack = Stack::new("nomapper");
-    stack.start_filed();
-    stack.start_vlmcd(&["--retry-timeout-ms", "300"]);
-    let mut client = stack.client();
+    let mut host = Host(Stack::empty("nomapper", options(&["--retry-timeout-ms", "300"])));
+    host.start_peer(Role::Blocker);
+    host.start_peer(Role::Vlmcd);
+    let mut client = host.client();
     let started = Instant::now();
     let mut buf = [0u8; 10];
     assert_eq!(errno_of(client.read("vol", 0, &mut buf)), libc::EIO);
     assert!(started.elapsed() >= Duration::from_millis(300));
     // Management ops that were never accepted are retried too, then fail the same way.
-    assert_eq!(errno_of(client.create("vol", BLOCK, &CreateOptions::default())), libc::EIO);
+    let started = Instant::now();
+    assert_eq!(errno_of(client.create("vol", BLOCK, &SMALL_BLOCKS)), libc::EIO);
+    assert!(started.elapsed() >= Duration::from_millis(300));
     // Once the mapper is there, everything works.
-    stack.start_mapper();
-    client.create("vol", BLOCK, &CreateOptions::default()).unwrap();
+    host.start_peer(Role::Mapper);
+    client.create("vol", BLOCK, &SMALL_BLOCKS).unwrap();
     client.write("vol", 5, b"hello", false).unwrap();
     client.read("vol", 5, &mut buf[..5]).unwrap();
     assert_eq!(&buf[..5], b"hello");
+    // A mapper that goes away again: the same EIO, after the same wait.
+    host.kill_peer(Role::Mapper, libc::SIGKILL);
+    let started = Instant::now();
+    assert_eq!(errno_of(client.write("vol", 5, b"again", false)), libc::EIO);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    host.start_peer(Role::Mapper);
+    client.read("vol", 5, &mut buf[..5]).unwrap();
+    assert_eq!(&buf[..5], b"hello", "the failed write changed nothing");
 }
 
 #[test]
 fn bad_requests_get_the_right_errno_and_vlmcd_keeps_serving() {
-    let stack = Stack::full("bad", &[]);
-    let mut client = stack.client();
-    client.create("vol", 4 * BLOCK, &CreateOptions::default()).unwrap();
+    let host = start("bad", options(&[]));
+    let mut client = host.client();
+    client.create("vol", 4 * BLOCK, &SMALL_BLOCKS).unwrap();
     client.write("vol", 0, b"still here", false).unwrap();
     let still_serving = |client: &mut Client| {
         client.ping().unwrap();
@@ -638,7 +468,7 @@ fn bad_requests_get_the_right_errno_and_vlmcd_keeps_serving() {
     };
 
     // Raw requests, as a misbehaving frontend would send them.
-    let port = stack.seg.bind_dynamic_port().unwrap();
+    let port = host.seg.bind_dynamic_port().unwrap();
     let raw = |op: Op, target: &[u8], window: u64, size: u64| -> i32 {
         let mut req = port.get_request(window).unwrap();
         port.edit(&mut req).set_op(op).set_size(size).set_target(target).unwrap();
@@ -675,85 +505,749 @@ fn bad_requests_get_the_right_errno_and_vlmcd_keeps_serving() {
     assert_eq!(errno_of(client.read("", 0, &mut buf)), libc::EINVAL);
     let e = client.info("missing").unwrap_err();
     assert_eq!(e.to_string(), "info missing: No such file or directory (os error 2)");
+    assert_eq!(errno_of(client.read("missing", 0, &mut buf)), libc::ENOENT);
+    assert_eq!(errno_of(client.write("missing", 0, b"x", false)), libc::ENOENT);
+    // Names the mapper refuses (vlmcd only checks plausibility).
+    assert_eq!(errno_of(client.create("-bad", BLOCK, &SMALL_BLOCKS)), libc::EINVAL);
+    assert_eq!(errno_of(client.create("a/b", BLOCK, &SMALL_BLOCKS)), libc::EINVAL);
+    assert_eq!(errno_of(client.create("zero", 0, &SMALL_BLOCKS)), libc::EINVAL);
+    assert_eq!(
+        errno_of(client.create("shift", BLOCK, &CreateOptions { block_shift: Some(40) })),
+        libc::EINVAL
+    );
     still_serving(&mut client);
 }
 
 #[test]
 fn management_ops_pass_through_to_the_mapper() {
-    let stack = Stack::full("manage", &[]);
-    let mut client = stack.client();
-    let options = CreateOptions { block_shift: Some(17) };
-    client.create("vol", 10 << 20, &options).unwrap();
-    assert_eq!(errno_of(client.create("vol", 1, &CreateOptions::default())), libc::EEXIST);
-    assert_eq!(errno_of(client.create("-bad", 1, &CreateOptions::default())), libc::EINVAL);
+    let mut host = start("manage", options(&[]));
+    let mut client = host.client();
+    client.create("vol", 10 << 20, &CreateOptions { block_shift: Some(17) }).unwrap();
+    assert_eq!(errno_of(client.create("vol", 1 << 20, &SMALL_BLOCKS)), libc::EEXIST);
     let info = client.info("vol").unwrap();
     assert_eq!((info.name.as_str(), info.size_bytes, info.block_size_bytes), ("vol", 10 << 20, 1 << 17));
-    assert_eq!(info.kind, "volume");
+    assert_eq!(
+        (info.kind.as_str(), info.parent.as_deref(), info.locked_by.as_deref()),
+        ("volume", None, None)
+    );
 
+    // Writing opens the volume on this host: it takes the lock. OPEN and ACQUIRE again are
+    // no-ops for the holder.
     client.write("vol", 0, b"data", true).unwrap();
+    assert_eq!(client.info("vol").unwrap().locked_by.as_deref(), Some("hostA"));
     client.open("vol").unwrap();
     client.lock("vol").unwrap();
-    let e = client.lock("vol").unwrap_err();
+    client.lock("vol").unwrap();
+
+    // Another host on the same storage: its lock and writes are refused, reads are served.
+    let other = start(
+        "manage-b",
+        StackOptions {
+            host_id: "hostB".into(),
+            store_dir: Some(host.store_dir()),
+            lock_wait_ms: 300,
+            ..options(&[])
+        },
+    );
+    let mut b = other.client();
+    let e = b.lock("vol").unwrap_err();
     assert_eq!(e.to_string(), "lock vol: Device or resource busy (os error 16)");
-    assert_eq!(client.info("vol").unwrap().locked_by.as_deref(), Some("this-host"));
-    client.unlock("vol", true).unwrap();
+    let started = Instant::now();
+    assert_eq!(errno_of(b.write("vol", 0, b"B", false)), libc::EBUSY);
+    assert!(started.elapsed() >= Duration::from_millis(300), "the write waited for the lock");
+    assert_eq!(errno_of(b.snapshot("vol", "snapB")), libc::EBUSY);
+    assert_eq!(errno_of(b.unlock("vol", false)), libc::EBUSY);
+    let mut buf = [0u8; 4];
+    b.read("vol", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"data");
+    // Handing over: A unlocks, B locks, and now A is refused.
+    client.unlock("vol", false).unwrap();
+    assert_eq!(client.info("vol").unwrap().locked_by, None);
+    b.lock("vol").unwrap();
+    assert_eq!(client.info("vol").unwrap().locked_by.as_deref(), Some("hostB"));
+    assert_eq!(errno_of(client.lock("vol")), libc::EBUSY);
+    b.unlock("vol", false).unwrap();
+    drop(b);
+    drop(other);
     client.close("vol").unwrap();
 
+    // Snapshots are copy-on-write: the snapshot keeps its bytes while the volume changes.
     client.snapshot("vol", "snap1").unwrap();
     assert_eq!(errno_of(client.snapshot("vol", "snap1")), libc::EEXIST);
-    assert_eq!(client.info("snap1").unwrap().kind, "snapshot");
+    let snap = client.info("snap1").unwrap();
+    assert_eq!((snap.kind.as_str(), snap.size_bytes), ("snapshot", 10 << 20));
+    assert_eq!(errno_of(client.snapshot("snap1", "snap2")), libc::EINVAL, "a snapshot of a snapshot");
     assert_eq!(errno_of(client.write("snap1", 0, b"x", false)), libc::EROFS);
+    assert_eq!(errno_of(client.discard("snap1", 0, 1 << 17)), libc::EROFS);
+    // The same once the mapper has the snapshot cached (after the refused writes).
+    assert_eq!(errno_of(client.snapshot("snap1", "snap2")), libc::EINVAL, "a snapshot of a snapshot");
+    client.write("vol", 0, b"DATA", false).unwrap();
+    client.read("snap1", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"data");
+    client.read("vol", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"DATA");
+
+    // Clones share the snapshot's data (no object is copied until a clone writes).
+    let objects = host.data_objects().len();
     client.clone_volume("clone1", "snap1", None).unwrap();
+    assert_eq!(host.data_objects().len(), objects, "cloning copies no data");
     let clone = client.info("clone1").unwrap();
-    assert_eq!((clone.parent.as_deref(), clone.size_bytes), (Some("snap1"), 10 << 20));
+    assert_eq!(
+        (clone.kind.as_str(), clone.parent.as_deref(), clone.size_bytes),
+        ("volume", Some("snap1"), 10 << 20)
+    );
+    client.read("clone1", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"data");
     client.clone_volume("clone2", "snap1", Some(20 << 20)).unwrap();
     assert_eq!(client.info("clone2").unwrap().size_bytes, 20 << 20);
+    let mut grown = vec![1u8; 1000];
+    client.read("clone2", 15 << 20, &mut grown).unwrap();
+    assert!(grown.iter().all(|&b| b == 0), "the grown part reads as zeros");
+    // ... and can be written (past the entries of the map chunk it shares with snap1).
+    client.write("clone2", (15 << 20) + 3, b"grown", false).unwrap();
+    client.read("clone2", 15 << 20, &mut grown[..8]).unwrap();
+    assert_eq!(&grown[..8], b"\0\0\0grown");
+    assert_eq!(errno_of(client.clone_volume("clone3", "vol", None)), libc::EINVAL, "only snapshots");
+    assert_eq!(errno_of(client.clone_volume("clone3", "nosuch", None)), libc::ENOENT);
+    assert_eq!(errno_of(client.clone_volume("clone1", "snap1", None)), libc::EEXIST);
+    client.write("clone1", 1, b"CL", false).unwrap();
+    client.read("clone1", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"dCLa");
+    for name in ["snap1", "clone2"] {
+        client.read(name, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"data", "{name} did not change with clone1");
+    }
 
     client.resize("vol", 20 << 20, false).unwrap();
+    // The grown part reads as zeros and can be written.
+    let mut tail = [1u8; 8];
+    client.read("vol", (20 << 20) - 8, &mut tail).unwrap();
+    assert_eq!(tail, [0; 8]);
+    client.write("vol", (20 << 20) - 5, b"tail!", false).unwrap();
+    client.read("vol", (20 << 20) - 8, &mut tail).unwrap();
+    assert_eq!(&tail, b"\0\0\0tail!");
     assert_eq!(errno_of(client.resize("vol", 1 << 20, false)), libc::EINVAL);
     client.resize("vol", 1 << 20, true).unwrap();
     assert_eq!(client.info("vol").unwrap().size_bytes, 1 << 20);
+    assert_eq!(errno_of(client.read("vol", 1 << 20, &mut buf)), libc::EINVAL);
+    assert_eq!(errno_of(client.resize("snap1", 1 << 20, true)), libc::EROFS);
 
+    // A volume open on this host is closed before it is renamed.
+    assert_eq!(errno_of(client.rename("vol", "renamed")), libc::EBUSY);
+    client.close("vol").unwrap();
     client.rename("vol", "renamed").unwrap();
     assert_eq!(errno_of(client.info("vol")), libc::ENOENT);
-    let mut buf = [0u8; 4];
     client.read("renamed", 0, &mut buf).unwrap();
-    assert_eq!(&buf, b"data");
+    assert_eq!(&buf, b"DATA");
+    // Reading opened it again.
+    assert_eq!(errno_of(client.rename("renamed", "snap1")), libc::EBUSY);
+    client.close("renamed").unwrap();
+    assert_eq!(errno_of(client.rename("renamed", "snap1")), libc::EEXIST);
 
     let mut names: Vec<String> = client.list().unwrap().into_iter().map(|v| v.name).collect();
     names.sort();
     assert_eq!(names, ["clone1", "clone2", "renamed", "snap1"]);
-    for name in ["clone1", "clone2", "renamed", "snap1"] {
+    for name in ["clone1", "renamed", "snap1"] {
         client.remove(name).unwrap();
     }
+    // The clone still reads its snapshot's data after the snapshot was removed.
+    client.read("clone2", 0, &mut buf).unwrap();
+    assert_eq!(&buf, b"data");
+    client.remove("clone2").unwrap();
     assert_eq!(errno_of(client.remove("renamed")), libc::ENOENT);
     assert!(client.list().unwrap().is_empty());
 
     // A graceful stop: vlmcd leaves its port (and its workers' sub-request ports).
-    let pid = stack.pid("vlmcd").unwrap();
-    // SAFETY: kill(2) of the daemon this test started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    wait_gone(pid);
-    let log = std::fs::read_to_string(stack.dir.join("vlmcd.log")).unwrap();
-    assert!(log.contains("peer stopped"), "{log}");
+    let pid = host.pid(Role::Vlmcd).unwrap();
+    host.kill_peer(Role::Vlmcd, libc::SIGTERM);
+    assert!(host.log("vlmcd").contains("peer stopped"), "{}", host.log("vlmcd"));
     assert_eq!(errno_of(client.ping()), libc::ENOTCONN);
     let bound: Vec<u32> =
-        stack.seg.report().ports.iter().filter(|p| p.owner_pid == pid as u32).map(|p| p.port).collect();
+        host.seg.report().ports.iter().filter(|p| p.owner_pid == pid as u32).map(|p| p.port).collect();
     assert!(bound.is_empty(), "ports {bound:?} still bound by the stopped vlmcd");
 }
 
 #[test]
 fn list_pages_through_many_volumes() {
-    let stack = Stack::full("list", &[]);
-    let mut client = stack.client();
-    // Each entry is about 250 bytes of JSON: 2000 of them fill two 256 KiB pages and more.
-    let n = 2000;
-    for i in 0..n {
-        client.create(&format!("volume-{i:05}"), BLOCK, &CreateOptions::default()).unwrap();
+    // 8 KiB buffers: a LIST page holds about 35 entries, so 150 volumes take 5 pages.
+    let mut options = options(&[]);
+    options.segment.buffer_bytes = 8 << 10;
+    let host = start("list", options);
+    let n = 150;
+    let creators: Vec<_> = (0..3)
+        .map(|t| {
+            let mut client = host.client();
+            std::thread::spawn(move || {
+                for i in (t..n).step_by(3) {
+                    client.create(&format!("volume-{i:05}"), BLOCK, &SMALL_BLOCKS).unwrap();
+                }
+            })
+        })
+        .collect();
+    for creator in creators {
+        creator.join().unwrap();
     }
+    let mut client = host.client();
+    let before = host.served(ports::VLMCD);
     let all = client.list().unwrap();
+    let requests = host.served(ports::VLMCD) - before;
+    assert!(requests >= 5, "{requests} LIST requests: the list was not paged");
     assert_eq!(all.len(), n);
     for (i, v) in all.iter().enumerate() {
         assert_eq!(v.name, format!("volume-{i:05}"));
+        assert_eq!((v.size_bytes, v.block_size_bytes, v.kind.as_str()), (BLOCK, BLOCK, "volume"));
+    }
+}
+
+// ---- peers killed in the middle of a stream of writes ----
+
+/// What a stream of writes saw.
+#[derive(Debug, Default)]
+struct StreamStats {
+    writes: u64,
+    /// Writes of the first pass (one per block; each copies its blocks after a snapshot).
+    block_writes: u64,
+    /// Writes in flight when the crash was set off.
+    in_flight_at_crash: usize,
+    /// Writes submitted after the restarted peer was ready, and completed.
+    completed_after_restart: u64,
+    block_writes_after_restart: u64,
+    flushes: u64,
+}
+
+/// Writes `vol` (as large as `reference`) with up to 16 pipelined writes in flight, none
+/// overlapping: first one write into every block in a shuffled order, each crossing into
+/// the next block (so after a snapshot nearly every write copies one or two blocks), then
+/// random writes; one in `fua_one_in` with FUA. A blocking FLUSH every 24 completions. After `crash_after` completions,
+/// `crash` runs on another thread (it kills and restarts a peer); the stream goes on until
+/// 48 writes submitted after it returned have completed. Every write and flush must
+/// succeed. Returns what happened; `reference` is updated with every write.
+fn write_stream(
+    host: &mut Host,
+    client: &mut Client,
+    vol: &str,
+    reference: &mut [u8],
+    crash_after: u64,
+    fua_one_in: u64,
+    crash: impl FnOnce(&mut Stack) + Send,
+) -> StreamStats {
+    let blocks = reference.len() as u64 / BLOCK;
+    let mut rng = Rng(0xC0FFEE ^ blocks);
+    let mut order: Vec<u64> = (0..blocks - 1).collect();
+    rng.shuffle(&mut order);
+    let mut order = order.into_iter();
+    let (start_crash, crash_now) = mpsc::channel::<()>();
+    let restarted = AtomicBool::new(false);
+    let mut stats = StreamStats::default();
+    let stack: &mut Stack = host;
+    std::thread::scope(|scope| {
+        let restarted_by_killer = &restarted;
+        let killer = scope.spawn(move || {
+            if crash_now.recv().is_ok() {
+                crash(stack);
+                restarted_by_killer.store(true, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut busy: HashMap<Ticket, (Range<u64>, bool, bool)> = HashMap::new();
+        let mut next: Option<(u64, Vec<u8>, bool)> = None;
+        let mut done = Vec::new();
+        let mut completed = 0u64;
+        let mut signalled = false;
+        loop {
+            let after_restart = restarted.load(Ordering::SeqCst);
+            let finished = after_restart && stats.completed_after_restart >= 48;
+            // Submit while there is room and the next write overlaps nothing in flight.
+            while busy.len() < 16 && !finished {
+                let (offset, data, first_pass) = match next.take() {
+                    Some(w) => w,
+                    None => match order.next() {
+                        Some(block) => {
+                            let offset = block * BLOCK + rng.below(BLOCK);
+                            let len = 1 + rng.below(BLOCK);
+                            (offset, pattern(rng.next(), len as usize), true)
+                        }
+                        None => {
+                            let len = 1 + rng.below(2 * BLOCK);
+                            let offset = rng.below(blocks * BLOCK - len + 1);
+                            (offset, pattern(rng.next(), len as usize), false)
+                        }
+                    },
+                };
+                let range = offset..offset + data.len() as u64;
+                if busy.values().any(|(r, _, _)| r.start < range.end && range.start < r.end) {
+                    next = Some((offset, data, first_pass));
+                    break;
+                }
+                let fua = rng.below(fua_one_in) == 0;
+                let ticket = client.submit_write(vol, offset, &data, fua).unwrap();
+                reference[range.start as usize..range.end as usize].copy_from_slice(&data);
+                busy.insert(ticket, (range, first_pass, after_restart));
+            }
+            if completed >= crash_after && !signalled {
+                signalled = true;
+                stats.in_flight_at_crash = busy.len();
+                start_crash.send(()).unwrap();
+            }
+            if finished && busy.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the stream did not finish: {stats:?}");
+            if killer.is_finished() && !restarted.load(Ordering::SeqCst) {
+                break; // the crash failed: its panic is reported by the join below
+            }
+            client.wait(Duration::from_millis(100));
+            done.clear();
+            client.poll_completions(&mut done);
+            for c in &done {
+                let (range, first_pass, submitted_after_restart) =
+                    busy.remove(&c.ticket).expect("a ticket of ours");
+                if let Err(e) = &c.result {
+                    panic!("write {}+{} failed: {e} ({stats:?})", range.start, range.end - range.start);
+                }
+                completed += 1;
+                stats.writes += 1;
+                stats.block_writes += u64::from(first_pass);
+                if submitted_after_restart {
+                    stats.completed_after_restart += 1;
+                    stats.block_writes_after_restart += u64::from(first_pass);
+                }
+                if completed % 24 == 0 {
+                    client.flush(vol).unwrap_or_else(|e| panic!("flush: {e} ({stats:?})"));
+                    stats.flushes += 1;
+                }
+            }
+        }
+        drop(start_crash);
+        killer.join().expect("the crash and restart");
+    });
+    client.flush(vol).unwrap();
+    stats.flushes += 1;
+    stats
+}
+
+/// A volume of `blocks` blocks with a pattern written, flushed and snapshotted.
+fn snapshotted_volume(client: &mut Client, vol: &str, blocks: u64) -> Vec<u8> {
+    client.create(vol, blocks * BLOCK, &SMALL_BLOCKS).unwrap();
+    let base = pattern(blocks ^ 0x5eed, (blocks * BLOCK) as usize);
+    client.write(vol, 0, &base, false).unwrap();
+    client.flush(vol).unwrap();
+    client.snapshot(vol, &format!("{vol}-snap")).unwrap();
+    base
+}
+
+/// After the stream: every write is in the volume, the snapshot is untouched, and a new
+/// snapshot and more copy-on-write work.
+fn check_after_stream(client: &mut Client, vol: &str, reference: &[u8], base: &[u8]) {
+    let size = reference.len() as u64;
+    assert_same(&read_all(client, vol, size), reference, &format!("{vol} after the crash"));
+    let snap = format!("{vol}-snap");
+    assert_same(&read_all(client, &snap, size), base, &format!("{snap} after the crash"));
+    let later = format!("{vol}-later");
+    client.snapshot(vol, &later).unwrap();
+    client.write(vol, BLOCK - 10, &[0xEE; 20], true).unwrap();
+    assert_same(&read_all(client, &later, size), reference, &format!("{later}, taken after the crash"));
+}
+
+/// Waits (up to 5 s) until requests wait in the ring of `port` (the peer serving it is busy
+/// with the stream; `queued` records it), kills -9 `role`, waits a moment (requests meet an
+/// unbound port), starts it again. The restarted peer fails back what was in its ring or in
+/// service (ECONNABORTED), so the senders must resend.
+fn outage(role: Role, port: u32, queued: &AtomicBool) -> impl FnOnce(&mut Stack) + Send + '_ {
+    move |stack: &mut Stack| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let report = stack.seg.report();
+            if report.ports.iter().any(|p| p.port == port && p.request_queue_depth > 0) {
+                queued.store(true, Ordering::SeqCst);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stack.kill_peer(role, libc::SIGKILL);
+        std::thread::sleep(Duration::from_millis(300));
+        stack.start_peer(role);
+    }
+}
+
+/// Kill -9 the peer in `role` while copy-on-write writes are in flight, restart it after a
+/// moment: the writes are retried (by vlmcd, and by the mapper for its own blocker calls)
+/// and none fails.
+fn killed_during_copy_on_write(tag: &str, role: Role) -> Host {
+    let mut host = start(tag, options(&["--retry-timeout-ms", "30000", "--log-level", "debug"]));
+    let mut client = host.client();
+    let blocks = 96;
+    let base = snapshotted_volume(&mut client, "vol", blocks);
+    let mut reference = base.clone();
+    let killed = host.pid(role).unwrap();
+    // Between two flushes (every 24 writes), which drain the volume.
+    let port = if role == Role::Mapper { ports::MAPPERD } else { ports::DATA_BLOCKER };
+    let queued = AtomicBool::new(false);
+    let stats =
+        write_stream(&mut host, &mut client, "vol", &mut reference, 30, 5, outage(role, port, &queued));
+    eprintln!("{tag}: {stats:?}");
+    assert!(queued.load(Ordering::SeqCst), "{role:?} died with requests in its ring");
+    assert_ne!(host.pid(role), Some(killed), "{role:?} was restarted");
+    assert!(stats.in_flight_at_crash > 0, "writes were in flight at the crash: {stats:?}");
+    assert!(stats.block_writes_after_restart > 0, "copy-on-write went on after the restart: {stats:?}");
+    check_after_stream(&mut client, "vol", &reference, &base);
+    host
+}
+
+#[test]
+fn mapper_killed_during_copy_on_write() {
+    let host = killed_during_copy_on_write("kill-mapper", Role::Mapper);
+    // The mapper died with map requests of vlmcd's in its ring or in service: its successor
+    // failed them back (ECONNABORTED) and vlmcd sent them again.
+    let log = host.log("vlmcd");
+    assert!(log.contains("it died with requests in flight"), "vlmcd had requests at the mapper");
+}
+
+#[test]
+fn data_blocker_killed_during_copy_on_write() {
+    killed_during_copy_on_write("kill-filed", Role::Blocker);
+}
+
+/// Writes to blocks the volume owns go straight from vlmcd to the data blocker: kill -9 it
+/// with writes in flight there; vlmcd waits for its restart and resends them.
+#[test]
+fn a_killed_data_blocker_is_waited_for_and_writes_are_retried() {
+    let mut host = start("restart-filed", options(&["--retry-timeout-ms", "20000"]));
+    let mut client = host.client();
+    let blocks = 64;
+    client.create("vol", blocks * BLOCK, &SMALL_BLOCKS).unwrap();
+    let mut reference = pattern(3, (blocks * BLOCK) as usize);
+    client.write("vol", 0, &reference, false).unwrap();
+    // Every write FUA: the blocker is slow to serve them (fsync), so it dies with some in
+    // its ring or in service.
+    let queued = AtomicBool::new(false);
+    let crash = outage(Role::Blocker, ports::DATA_BLOCKER, &queued);
+    let stats = write_stream(&mut host, &mut client, "vol", &mut reference, 30, 1, crash);
+    eprintln!("restart-filed: {stats:?}");
+    assert!(queued.load(Ordering::SeqCst), "the blocker died with writes in its ring");
+    assert!(stats.in_flight_at_crash > 0, "writes were in flight at the crash: {stats:?}");
+    assert_same(&read_all(&mut client, "vol", blocks * BLOCK), &reference, "after the restart");
+    assert!(host.log("vlmcd").contains("retrying"), "vlmcd noticed the outage");
+}
+
+/// The mapper aborts at each step of copy-on-write (failpoints, after 20 passes so that
+/// writes are in flight), vlmcd waits for its restart and resends: no write fails.
+#[cfg(feature = "failpoints")]
+#[test]
+fn mapper_crashes_at_each_copy_on_write_step() {
+    let mut host = start("cow-failpoints", options(&["--retry-timeout-ms", "30000"]));
+    let mut client = host.client();
+    let failpoints = [
+        "mapper-cow-after-copy",
+        "mapper-map-before-chunk-write",
+        "mapper-map-after-chunk-write",
+        "mapper-cow-after-map-update",
+    ];
+    for (i, fp) in failpoints.into_iter().enumerate() {
+        let vol = format!("vol{i}");
+        let blocks = 64;
+        let base = snapshotted_volume(&mut client, &vol, blocks);
+        let mut reference = base.clone();
+        // Arm the failpoint in a fresh mapper.
+        host.options.mapper_failpoints = Some(format!("{fp}=20*off->return"));
+        host.restart_peer(Role::Mapper);
+        let armed = host.pid(Role::Mapper).unwrap();
+        let stats = write_stream(&mut host, &mut client, &vol, &mut reference, 0, 5, |stack| {
+            assert!(
+                wait_gone(armed, Duration::from_secs(60)),
+                "the mapper did not abort at {fp}: is archip-mapperd built with --features failpoints?"
+            );
+            stack.options.mapper_failpoints = None;
+            stack.start_peer(Role::Mapper);
+        });
+        eprintln!("{fp}: {stats:?}");
+        assert!(
+            stats.block_writes_after_restart > 0,
+            "{fp}: copy-on-write went on after the restart: {stats:?}"
+        );
+        check_after_stream(&mut client, &vol, &reference, &base);
+    }
+    assert!(host.log("vlmcd").contains("retrying"), "vlmcd noticed the outages");
+}
+
+// ---- the model test ----
+
+/// Size of the model's volumes (clones may be larger): not a multiple of the block size.
+const MODEL_SIZE: u64 = 20 * BLOCK + 4321;
+const MODEL_IO_MAX: u64 = 300 << 10;
+/// At most this many volumes (the first one and clones) and snapshots per case.
+const MODEL_VOLUMES_MAX: usize = 4;
+const MODEL_SNAPSHOTS_MAX: usize = 4;
+
+/// Where in a volume an operation starts: anywhere, or near a block boundary.
+#[derive(Debug, Clone, Copy)]
+enum Pos {
+    Any(Index),
+    Edge(Index, i32),
+}
+
+/// One operation of the model. Volumes and snapshots are picked by `Index` among those
+/// that exist when the step runs (so shrinking keeps steps meaningful).
+#[derive(Debug, Clone)]
+enum Step {
+    Write {
+        vol: Index,
+        at: Pos,
+        len: u64,
+        seed: u64,
+        fua: bool,
+    },
+    Read {
+        target: Index,
+        at: Pos,
+        len: u64,
+    },
+    Flush {
+        vol: Index,
+    },
+    Discard {
+        vol: Index,
+        at: Pos,
+        len: u64,
+    },
+    WriteZeroes {
+        vol: Index,
+        at: Pos,
+        len: u64,
+    },
+    Snapshot {
+        vol: Index,
+    },
+    Clone {
+        snap: Index,
+        grow: bool,
+    },
+    /// Writes and discards of a snapshot fail with EROFS and change nothing.
+    WriteSnapshot {
+        snap: Index,
+        at: Pos,
+        discard: bool,
+    },
+    /// Kill -9 the mapper or the data blocker and restart it, between two operations.
+    Restart {
+        mapper: bool,
+    },
+}
+
+fn pos() -> impl Strategy<Value = Pos> {
+    prop_oneof![
+        any::<Index>().prop_map(Pos::Any),
+        (any::<Index>(), -300i32..300).prop_map(|(b, d)| Pos::Edge(b, d)),
+    ]
+}
+
+fn io_len() -> impl Strategy<Value = u64> {
+    prop_oneof![1..=MODEL_IO_MAX, 1u64..600, (1u64..=4).prop_map(|n| n * BLOCK)]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (any::<Index>(), pos(), io_len(), any::<u64>(), any::<bool>())
+            .prop_map(|(vol, at, len, seed, fua)| Step::Write { vol, at, len, seed, fua }),
+        5 => (any::<Index>(), pos(), io_len()).prop_map(|(target, at, len)| Step::Read { target, at, len }),
+        1 => any::<Index>().prop_map(|vol| Step::Flush { vol }),
+        2 => (any::<Index>(), pos(), io_len()).prop_map(|(vol, at, len)| Step::Discard { vol, at, len }),
+        2 => (any::<Index>(), pos(), io_len()).prop_map(|(vol, at, len)| Step::WriteZeroes { vol, at, len }),
+        2 => any::<Index>().prop_map(|vol| Step::Snapshot { vol }),
+        2 => (any::<Index>(), any::<bool>()).prop_map(|(snap, grow)| Step::Clone { snap, grow }),
+        1 => (any::<Index>(), pos(), any::<bool>())
+            .prop_map(|(snap, at, discard)| Step::WriteSnapshot { snap, at, discard }),
+        1 => any::<bool>().prop_map(|mapper| Step::Restart { mapper }),
+    ]
+}
+
+/// The byte range an operation covers in a volume of `size` bytes.
+fn resolve(at: Pos, len: u64, size: u64) -> (u64, u64) {
+    let offset = match at {
+        Pos::Any(i) => i.index(size as usize) as u64,
+        Pos::Edge(block, delta) => {
+            let boundary = block.index(size.div_ceil(BLOCK) as usize) as u64 * BLOCK;
+            boundary.saturating_add_signed(i64::from(delta)).min(size - 1)
+        }
+    };
+    (offset, len.min(size - offset))
+}
+
+/// What every volume and snapshot of one case must read as.
+struct Model {
+    volumes: Vec<(String, Vec<u8>)>,
+    snapshots: Vec<(String, Vec<u8>)>,
+    names: u32,
+}
+
+impl Model {
+    fn new_name(&mut self, prefix: &str, kind: &str) -> String {
+        self.names += 1;
+        format!("{prefix}-{kind}{}", self.names)
+    }
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), TestCaseError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(TestCaseError::fail(what()))
+    }
+}
+
+fn run_step(
+    host: &Mutex<Host>,
+    client: &mut Client,
+    prefix: &str,
+    model: &mut Model,
+    step: &Step,
+) -> Result<(), String> {
+    let fail = |e: ClientError| e.to_string();
+    match *step {
+        Step::Write { vol, at, len, seed, fua } => {
+            let i = vol.index(model.volumes.len());
+            let (name, bytes) = &mut model.volumes[i];
+            let (offset, len) = resolve(at, len, bytes.len() as u64);
+            let data = pattern(seed, len as usize);
+            client.write(name, offset, &data, fua).map_err(fail)?;
+            bytes[offset as usize..(offset + len) as usize].copy_from_slice(&data);
+        }
+        Step::Read { target, at, len } => {
+            let n = model.volumes.len() + model.snapshots.len();
+            let i = target.index(n);
+            let (name, bytes) = if i < model.volumes.len() {
+                &model.volumes[i]
+            } else {
+                &model.snapshots[i - model.volumes.len()]
+            };
+            let (offset, len) = resolve(at, len, bytes.len() as u64);
+            let mut got = vec![0xA5u8; len as usize];
+            client.read(name, offset, &mut got).map_err(fail)?;
+            if let Some(why) = difference(&got, &bytes[offset as usize..(offset + len) as usize]) {
+                return Err(format!("{name} {offset}+{len} reads wrong: {why}"));
+            }
+        }
+        Step::Flush { vol } => {
+            let (name, _) = &model.volumes[vol.index(model.volumes.len())];
+            client.flush(name).map_err(fail)?;
+        }
+        Step::Discard { vol, at, len } | Step::WriteZeroes { vol, at, len } => {
+            let i = vol.index(model.volumes.len());
+            let (name, bytes) = &mut model.volumes[i];
+            let (offset, len) = resolve(at, len, bytes.len() as u64);
+            if matches!(step, Step::Discard { .. }) {
+                client.discard(name, offset, len).map_err(fail)?;
+            } else {
+                client.write_zeroes(name, offset, len).map_err(fail)?;
+            }
+            bytes[offset as usize..(offset + len) as usize].fill(0);
+        }
+        Step::Snapshot { vol } => {
+            if model.snapshots.len() < MODEL_SNAPSHOTS_MAX {
+                let snap = model.new_name(prefix, "s");
+                let (name, bytes) = &model.volumes[vol.index(model.volumes.len())];
+                client.snapshot(name, &snap).map_err(fail)?;
+                let bytes = bytes.clone();
+                model.snapshots.push((snap, bytes));
+            }
+        }
+        Step::Clone { snap, grow } => {
+            if !model.snapshots.is_empty() && model.volumes.len() < MODEL_VOLUMES_MAX {
+                let name = model.new_name(prefix, "c");
+                let (snap, bytes) = &model.snapshots[snap.index(model.snapshots.len())];
+                let mut bytes = bytes.clone();
+                if grow {
+                    let size = bytes.len() as u64 + 2 * BLOCK + 777;
+                    client.clone_volume(&name, snap, Some(size)).map_err(fail)?;
+                    bytes.resize(size as usize, 0);
+                } else {
+                    client.clone_volume(&name, snap, None).map_err(fail)?;
+                }
+                let info = client.info(&name).map_err(fail)?;
+                if (info.parent.as_deref(), info.size_bytes) != (Some(snap.as_str()), bytes.len() as u64) {
+                    return Err(format!("clone {name} of {snap}: {info:?}"));
+                }
+                model.volumes.push((name, bytes));
+            }
+        }
+        Step::WriteSnapshot { snap, at, discard } => {
+            if !model.snapshots.is_empty() {
+                let (name, bytes) = &model.snapshots[snap.index(model.snapshots.len())];
+                let (offset, len) = resolve(at, 1000, bytes.len() as u64);
+                let result = if discard {
+                    client.discard(name, offset, len)
+                } else {
+                    client.write(name, offset, &vec![0xEE; len as usize], false)
+                };
+                match result {
+                    Err(e) if e.errno() == libc::EROFS => {}
+                    other => return Err(format!("changing snapshot {name}: {other:?}, not EROFS")),
+                }
+            }
+        }
+        Step::Restart { mapper } => {
+            let mut host = host.lock().unwrap_or_else(PoisonError::into_inner);
+            host.restart_peer(if mapper { Role::Mapper } else { Role::Blocker });
+        }
+    }
+    Ok(())
+}
+
+/// One case: a fresh volume, the steps, then every volume and snapshot read whole.
+fn run_model(
+    host: &Mutex<Host>,
+    client: &Mutex<Client>,
+    case: u64,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let mut client = client.lock().unwrap_or_else(PoisonError::into_inner);
+    let prefix = format!("m{case}");
+    let first = format!("{prefix}-v0");
+    client.create(&first, MODEL_SIZE, &SMALL_BLOCKS).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut model =
+        Model { volumes: vec![(first, vec![0; MODEL_SIZE as usize])], snapshots: Vec::new(), names: 0 };
+    for (i, step) in steps.iter().enumerate() {
+        run_step(host, &mut client, &prefix, &mut model, step)
+            .map_err(|why| TestCaseError::fail(format!("step {i} {step:?}: {why}")))?;
+    }
+    for (name, bytes) in model.volumes.iter().chain(&model.snapshots) {
+        let mut got = vec![0xA5u8; bytes.len()];
+        client.read(name, 0, &mut got).map_err(|e| TestCaseError::fail(format!("final read: {e}")))?;
+        if let Some(why) = difference(&got, bytes) {
+            return Err(TestCaseError::fail(format!("after all steps, {name}: {why}")));
+        }
+    }
+    for (name, _) in &model.snapshots {
+        let info = client.info(name).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        check(info.kind == "snapshot", || format!("{name}: {info:?}"))?;
+    }
+    Ok(())
+}
+
+/// Random sequences of writes (some FUA), reads, flushes, discards, write-zeroes,
+/// snapshots, clones, refused writes to snapshots and peer restarts, through the whole
+/// stack, checked byte for byte against an in-memory model of every volume and snapshot.
+#[test]
+fn model_random_operations_on_volumes_snapshots_and_clones() {
+    let host = start("model", options(&[]));
+    let client = Mutex::new(host.client());
+    let host = Mutex::new(host);
+    let config = ProptestConfig {
+        cases: 24,
+        max_shrink_iters: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let case = AtomicU64::new(0);
+    let started = Instant::now();
+    let result = runner.run(&proptest::collection::vec(step(), 1..=40), |steps| {
+        run_model(&host, &client, case.fetch_add(1, Ordering::Relaxed), &steps)
+    });
+    eprintln!("{} cases in {:?}", case.load(Ordering::Relaxed), started.elapsed());
+    if let Err(e) = result {
+        // Keep the stack's logs in the failure output.
+        let _host = host.into_inner().unwrap_or_else(PoisonError::into_inner);
+        panic!("{e}");
     }
 }

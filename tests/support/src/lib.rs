@@ -2,6 +2,10 @@
 //! and maps, `archip-mapperd`, `archip-vlmcd`) started as daemons in a directory of its
 //! own, with helpers to kill and restart each peer. Everything is torn down on drop.
 //!
+//! With [`StackOptions::rados`], the blocker is `archip-radosd` on a RADOS pool and
+//! namespace instead (two stacks given the same pool and namespace share their storage, as
+//! two hosts of one Ceph cluster do).
+//!
 //! The daemons are found next to the running executable (`target/<profile>/`, or its
 //! parent when the executable is a test under `deps/`): build the workspace first.
 
@@ -32,6 +36,23 @@ impl Role {
     }
 }
 
+/// A RADOS store for the blocker role (`archip-radosd`).
+#[derive(Debug, Clone, Default)]
+pub struct RadosOptions {
+    /// The data pool (and, without `map_pool`, the pool of maps and locks).
+    pub pool: String,
+    /// A pool of its own for maps and locks (served on the map blocker's port).
+    pub map_pool: Option<String>,
+    /// The RADOS namespace (empty: the default namespace).
+    pub namespace: String,
+    /// The cluster's ceph.conf (default: radosd's: `$CEPH_CONF`, then /etc/ceph/ceph.conf).
+    pub conf: Option<PathBuf>,
+    /// The Ceph client id (default `admin` when empty).
+    pub client_id: String,
+    /// More flags for radosd (e.g. `--op-timeout-ms`, `--connect-timeout-ms`).
+    pub extra_flags: Vec<String>,
+}
+
 /// How to build a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -48,6 +69,9 @@ pub struct StackOptions {
     pub vlmcd_flags: Vec<String>,
     /// `FAILPOINTS` for the mapper, if any.
     pub mapper_failpoints: Option<String>,
+    /// The blocker is `archip-radosd` on this RADOS store instead of `archip-filed` on
+    /// `store_dir`.
+    pub rados: Option<RadosOptions>,
 }
 
 impl Default for StackOptions {
@@ -68,6 +92,7 @@ impl Default for StackOptions {
             threads: 4,
             vlmcd_flags: Vec::new(),
             mapper_failpoints: None,
+            rados: None,
         }
     }
 }
@@ -143,13 +168,33 @@ impl Stack {
         self.options.store_dir.clone().unwrap_or_else(|| self.dir.join("store"))
     }
 
+    /// The daemon that plays `role` in this stack.
+    pub fn binary_of(&self, role: Role) -> &'static str {
+        match role {
+            Role::Blocker if self.options.rados.is_some() => "archip-radosd",
+            _ => role.binary(),
+        }
+    }
+
+    /// The log file of `role` (kept across restarts: a restarted peer appends).
+    pub fn log_path(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{}.log", format!("{role:?}").to_lowercase()))
+    }
+
     /// Starts `role` (daemonized; returns once it reported ready).
     pub fn start_peer(&mut self, role: Role) {
+        if let Err(e) = self.try_start_peer(role) {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts `role`; `Err` carries the daemon's own error report when it did not start.
+    pub fn try_start_peer(&mut self, role: Role) -> Result<(), String> {
         let tag = format!("{role:?}").to_lowercase();
         let pidfile = self.dir.join(format!("{tag}.pid"));
-        let log = self.dir.join(format!("{tag}.log"));
+        let log = self.log_path(role);
         let threads = self.options.threads.to_string();
-        let mut cmd = Command::new(binary(role.binary()));
+        let mut cmd = Command::new(binary(self.binary_of(role)));
         cmd.args(["--segment", &self.name, "--daemonize", "--threads", &threads])
             .arg("--pidfile")
             .arg(&pidfile)
@@ -159,7 +204,25 @@ impl Stack {
         match role {
             Role::Blocker => {
                 let (data, map) = (ports::DATA_BLOCKER.to_string(), ports::MAP_BLOCKER.to_string());
-                cmd.args(["--portno-start", &data, "--portno-end", &map, "--dir"]).arg(self.store_dir());
+                cmd.args(["--portno-start", &data, "--portno-end", &map]);
+                match &self.options.rados {
+                    None => {
+                        cmd.arg("--dir").arg(self.store_dir());
+                    }
+                    Some(r) => {
+                        cmd.args(["--pool", &r.pool, "--namespace", &r.namespace]);
+                        if let Some(map_pool) = &r.map_pool {
+                            cmd.args(["--map-pool", map_pool]);
+                        }
+                        if let Some(conf) = &r.conf {
+                            cmd.arg("--conf").arg(conf);
+                        }
+                        if !r.client_id.is_empty() {
+                            cmd.args(["--client-id", &r.client_id]);
+                        }
+                        cmd.args(&r.extra_flags);
+                    }
+                }
             }
             Role::Mapper => {
                 let lease = self.options.lease_ms.to_string();
@@ -175,15 +238,17 @@ impl Stack {
             }
         }
         let out = cmd.output().expect("running a daemon");
-        assert!(
-            out.status.success(),
-            "{} did not start: {}",
-            role.binary(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "{} did not start: {}",
+                self.binary_of(role),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         let pid = std::fs::read_to_string(&pidfile).expect("pidfile").trim().parse().expect("a pid");
         self.pids.retain(|(r, _)| *r != role);
         self.pids.push((role, pid));
+        Ok(())
     }
 
     pub fn pid(&self, role: Role) -> Option<i32> {

@@ -69,7 +69,7 @@ pub enum Command {
 /// A peer of the host stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
-    /// The blocker (archip-filed): objects, maps and locks in the storage directory.
+    /// The blocker (archip-filed, or archip-radosd for RADOS storage): objects, maps and locks.
     Blocker,
     /// The mapper (archip-mapperd).
     Mapperd,

@@ -37,6 +37,7 @@ impl Role {
         match self {
             Role::Blocker => match cfg.storage.kind {
                 StorageKind::Filed => "archip-filed",
+                StorageKind::Rados => "archip-radosd",
             },
             Role::Mapperd => "archip-mapperd",
             Role::Vlmcd => "archip-vlmcd",
@@ -83,7 +84,20 @@ impl Role {
         flag("--pidfile", self.pidfile(cfg).into());
         flag("--log-file", self.log_file(cfg).into());
         match self {
-            Role::Blocker => flag("--dir", cfg.storage.dir.clone().into()),
+            Role::Blocker => match &cfg.storage.rados {
+                None => flag("--dir", cfg.storage.dir.clone().into()),
+                Some(r) => {
+                    flag("--pool", r.pool.clone().into());
+                    if let Some(map_pool) = &r.map_pool {
+                        flag("--map-pool", map_pool.clone().into());
+                    }
+                    flag("--namespace", r.namespace.clone().into());
+                    if let Some(conf) = &r.conf {
+                        flag("--conf", conf.clone().into());
+                    }
+                    flag("--client-id", r.client_id.clone().into());
+                }
+            },
             Role::Mapperd => {
                 flag("--map-port", cfg.blocker.map_port.to_string().into());
                 flag("--data-port", cfg.blocker.port.to_string().into());
@@ -422,6 +436,20 @@ fn stop_locked(cfg: &Config, roles: &[Role], force: bool, check_in_use: bool) ->
         }
     }
 
+    // A mapped device whose archip-ublk died holds no port, but still needs the stack to
+    // be recovered (`archip-ublk recover`).
+    let mapped = mapped_devices(name);
+    if !mapped.is_empty() && check_in_use {
+        if !force {
+            bail!(
+                "the host stack is in use: mapped devices of segment {name}: {}; unmap them first (vlmc unmap), \
+                 or stop with -f",
+                mapped.join(", ")
+            );
+        }
+        eprintln!("archipelago: warning: stopping while devices are mapped: {}", mapped.join(", "));
+    }
+
     let mut failures = Vec::new();
     for state in states.iter().rev() {
         let role = state.role;
@@ -570,4 +598,28 @@ pub fn print_status(s: &Status) {
             s.clients.iter().map(|c| format!("port {} (pid {})", c.port, c.pid)).collect();
         println!("  in use by {}", list.join(", "));
     }
+}
+
+/// The ublk devices archip-ublk maps from `segment` that still exist: its records in its
+/// run directory (`$ARCHIP_UBLK_RUN_DIR`, else `/run/archipelago/ublk`; one JSON file per
+/// device with `id`, `device` and `segment`) whose kernel device is present.
+fn mapped_devices(segment: &str) -> Vec<String> {
+    let dir = std::env::var_os("ARCHIP_UBLK_RUN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/run/archipelago/ublk".into());
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+        .filter_map(|e| {
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(e.path()).ok()?).ok()
+        })
+        .filter(|v| v["segment"].as_str() == Some(segment))
+        .filter(|v| {
+            v["id"].as_u64().is_some_and(|id| Path::new(&format!("/sys/class/ublk-char/ublkc{id}")).exists())
+        })
+        .filter_map(|v| v["device"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
 }

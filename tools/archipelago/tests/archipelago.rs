@@ -202,7 +202,16 @@ fn bad_configs_are_reported_with_file_key_and_reason() {
         ("[segment]\nnr_ports = \"a\"\n", "[segment] nr_ports: invalid type: string \"a\", expected u32"),
         ("[vlmcd]\nbogus = 1\n", "[vlmcd] bogus: unknown key"),
         ("[extra]\nx = 1\n", "[extra]: unknown section"),
-        ("[storage]\nkind = \"rados\"\n", "[storage] kind: \"rados\" is not supported yet"),
+        (
+            "[storage]\nkind = \"ceph\"\n",
+            "[storage] kind: unknown storage kind \"ceph\" (expected \"filed\" or \"rados\")",
+        ),
+        ("[storage]\nkind = \"rados\"\n", "[storage] pool: missing: kind = \"rados\" needs the pool's name"),
+        (
+            "[storage]\nkind = \"rados\"\npool = \"p\"\ndir = \"/d\"\n",
+            "[storage] dir: only for kind = \"filed\"",
+        ),
+        ("[storage]\npool = \"p\"\n", "[storage] pool: only for kind = \"rados\""),
         ("[host]\nsegment = \"a/b\"\n", "[host] segment: invalid segment name"),
         ("[mapperd]\nport = 3\n", "is also a port of"),
         ("[segment\n", "line 1"),
@@ -222,6 +231,38 @@ fn bad_configs_are_reported_with_file_key_and_reason() {
     // A config file that is named must exist.
     h.archipelago(&["--config", "/nonexistent/x.toml", "status"])
         .fails(1, "config /nonexistent/x.toml: cannot read");
+}
+
+/// `kind = "rados"`: the blocker role is archip-radosd with the configured flags (what it
+/// does against a real cluster is tests/rados-e2e's), and `config` prints the keys back.
+#[test]
+fn rados_storage_starts_radosd_with_its_flags() {
+    check_binaries();
+    let h = Host::new(
+        "radoscfg",
+        "[storage]\nkind = \"rados\"\npool = \"vols\"\nmap_pool = \"maps\"\nnamespace = \"ns1\"\n\
+         conf = \"/nonexistent/ceph.conf\"\nclient_id = \"archip\"\n",
+    );
+    let printed = h.archipelago(&["config"]).ok().to_string();
+    for line in [
+        "kind = \"rados\"",
+        "pool = \"vols\"",
+        "map_pool = \"maps\"",
+        "namespace = \"ns1\"",
+        "client_id = \"archip\"",
+    ] {
+        assert!(printed.contains(line), "{line}: {printed}");
+    }
+    assert!(!printed.contains("dir ="), "no storage directory for rados: {printed}");
+    // radosd is started, and its own report (the missing ceph.conf) is the error; nothing
+    // is left running.
+    if host::bin_dir().join("archip-radosd").exists() {
+        let out = h.archipelago(&["start"]);
+        out.fails(1, "blocker did not start");
+        assert!(out.stderr.contains("/nonexistent/ceph.conf"), "radosd's own error: {}", out.stderr);
+        assert!(!h.segment_file().exists());
+        assert!(h.pid("blocker").is_none_or(|p| !alive(p)));
+    }
 }
 
 #[test]

@@ -78,12 +78,15 @@ impl std::error::Error for ConfigError {}
 pub enum StorageKind {
     /// A directory served by `archip-filed`.
     Filed,
+    /// A Ceph RADOS pool served by `archip-radosd`.
+    Rados,
 }
 
 impl StorageKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StorageKind::Filed => "filed",
+            StorageKind::Rados => "rados",
         }
     }
 }
@@ -105,7 +108,26 @@ pub struct HostConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub kind: StorageKind,
+    /// The directory of `filed` storage (for `rados`: unused, `<home>/store`).
     pub dir: PathBuf,
+    /// The pool(s) of `rados` storage; `None` for `filed`.
+    pub rados: Option<RadosConfig>,
+}
+
+/// `[storage] kind = "rados"`: what `archip-radosd` is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RadosConfig {
+    /// The pool of the data objects (`--pool`).
+    pub pool: String,
+    /// The pool of maps and locks (`--map-pool`, served on the map port); default: `pool`.
+    pub map_pool: Option<String>,
+    /// The RADOS namespace in the pool(s) (`--namespace`); empty: the default namespace.
+    pub namespace: String,
+    /// The cluster's ceph.conf (`--conf`); default: radosd's (`$CEPH_CONF`, then
+    /// `/etc/ceph/ceph.conf`).
+    pub conf: Option<PathBuf>,
+    /// The Ceph client id (`--client-id`; `admin` is client.admin).
+    pub client_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +216,16 @@ struct StorageFile {
     kind: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map_pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conf: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -456,14 +488,58 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
 
     let kind = match f.storage.kind.as_deref().unwrap_or("filed") {
         "filed" => StorageKind::Filed,
-        "rados" => {
-            return Err(("[storage] kind".into(), "\"rados\" is not supported yet (only \"filed\")".into()));
-        }
+        "rados" => StorageKind::Rados,
         other => {
             return Err((
                 "[storage] kind".into(),
-                format!("unknown storage kind {other:?} (expected \"filed\")"),
+                format!("unknown storage kind {other:?} (expected \"filed\" or \"rados\")"),
             ))
+        }
+    };
+    let rados = match kind {
+        StorageKind::Filed => {
+            let given = [
+                ("pool", f.storage.pool.is_some()),
+                ("map_pool", f.storage.map_pool.is_some()),
+                ("namespace", f.storage.namespace.is_some()),
+                ("conf", f.storage.conf.is_some()),
+                ("client_id", f.storage.client_id.is_some()),
+            ];
+            if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
+                return Err((format!("[storage] {key}"), "only for kind = \"rados\"".into()));
+            }
+            None
+        }
+        StorageKind::Rados => {
+            if f.storage.dir.is_some() {
+                return Err(("[storage] dir".into(), "only for kind = \"filed\"".into()));
+            }
+            let Some(pool) = f.storage.pool.clone() else {
+                return Err((
+                    "[storage] pool".into(),
+                    "missing: kind = \"rados\" needs the pool's name".into(),
+                ));
+            };
+            let check_name = |key: &str, v: &str, empty_ok: bool| -> Result<(), (String, String)> {
+                if (v.is_empty() && !empty_ok) || v.len() > 200 || v.chars().any(|c| c.is_control()) {
+                    let what = if empty_ok { "at most" } else { "1 to" };
+                    return Err((
+                        format!("[storage] {key}"),
+                        format!("must be {what} 200 characters without control characters, got {v:?}"),
+                    ));
+                }
+                Ok(())
+            };
+            check_name("pool", &pool, false)?;
+            if let Some(map_pool) = &f.storage.map_pool {
+                check_name("map_pool", map_pool, false)?;
+            }
+            let namespace = f.storage.namespace.clone().unwrap_or_default();
+            check_name("namespace", &namespace, true)?;
+            let client_id = f.storage.client_id.clone().unwrap_or_else(|| "admin".into());
+            check_name("client_id", &client_id, false)?;
+            let conf = f.storage.conf.clone().map(|c| absolute("[storage] conf", c)).transpose()?;
+            Some(RadosConfig { pool, map_pool: f.storage.map_pool.clone(), namespace, conf, client_id })
         }
     };
     let dir = absolute("[storage] dir", f.storage.dir.unwrap_or_else(|| home.join("store")))?;
@@ -481,6 +557,18 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
             "[blocker] map_port".into(),
             format!(
                 "{} must be the blocker's port {} or next to it (the blocker binds the range between them)",
+                blocker.map_port, blocker.port
+            ),
+        ));
+    }
+    if rados.as_ref().is_some_and(|r| r.map_pool.is_some())
+        && blocker.port.checked_add(1) != Some(blocker.map_port)
+    {
+        return Err((
+            "[blocker] map_port".into(),
+            format!(
+                "{} must be the blocker's port {} + 1 with [storage] map_pool (radosd serves the map pool on \
+                 the last port of its range)",
                 blocker.map_port, blocker.port
             ),
         ));
@@ -535,7 +623,7 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
         source,
         host: HostConfig { id, segment: segment_name, home, log_level, stop_timeout_ms },
         segment,
-        storage: StorageConfig { kind, dir },
+        storage: StorageConfig { kind, dir, rados },
         blocker,
         mapperd,
         vlmcd,
@@ -573,9 +661,21 @@ impl Config {
                 buffer_bytes: Some(s.buffer_bytes),
                 queue_capacity: Some(s.queue_capacity),
             },
-            storage: StorageFile {
-                kind: Some(self.storage.kind.as_str().into()),
-                dir: Some(self.storage.dir.clone()),
+            storage: match &self.storage.rados {
+                None => StorageFile {
+                    kind: Some(self.storage.kind.as_str().into()),
+                    dir: Some(self.storage.dir.clone()),
+                    ..StorageFile::default()
+                },
+                Some(r) => StorageFile {
+                    kind: Some(self.storage.kind.as_str().into()),
+                    pool: Some(r.pool.clone()),
+                    map_pool: r.map_pool.clone(),
+                    namespace: Some(r.namespace.clone()),
+                    conf: r.conf.clone(),
+                    client_id: Some(r.client_id.clone()),
+                    ..StorageFile::default()
+                },
             },
             blocker: BlockerFile {
                 port: Some(self.blocker.port),
@@ -643,7 +743,7 @@ mod tests {
         );
         assert_eq!(
             message("[storage]\nkind = \"rados\"\n"),
-            "config /x.toml: [storage] kind: \"rados\" is not supported yet (only \"filed\")"
+            "config /x.toml: [storage] pool: missing: kind = \"rados\" needs the pool's name"
         );
         assert!(message("[storage]\nkind = \"s3\"\n").contains("unknown storage kind \"s3\""));
         assert!(message("[host]\nsegment = \"a/b\"\n").starts_with("config /x.toml: [host] segment: invalid"));
@@ -673,6 +773,54 @@ mod tests {
         assert_eq!(c.mapperd.lease_ms, 300);
         assert_eq!(c.blocker.ports(), 5..=5);
         assert_eq!(c.segment.nr_requests, 4096);
+    }
+
+    #[test]
+    fn rados_storage() {
+        let c = at("[storage]\nkind = \"rados\"\npool = \"rbd\"\n").unwrap();
+        let r = c.storage.rados.clone().unwrap();
+        assert_eq!(c.storage.kind, StorageKind::Rados);
+        assert_eq!((r.pool.as_str(), r.client_id.as_str(), r.namespace.as_str()), ("rbd", "admin", ""));
+        assert_eq!((r.map_pool, r.conf), (None, None));
+        assert_eq!(parse(&c.to_toml(), Source::Flag("/x.toml".into())).unwrap(), c, "round trip");
+        let c = at("[storage]\nkind = \"rados\"\npool = \"d\"\nmap_pool = \"m\"\nnamespace = \"ns\"\n\
+                    conf = \"/etc/ceph/x.conf\"\nclient_id = \"archip\"\n")
+        .unwrap();
+        let r = c.storage.rados.clone().unwrap();
+        assert_eq!(r.map_pool.as_deref(), Some("m"));
+        assert_eq!(r.conf.as_deref(), Some(Path::new("/etc/ceph/x.conf")));
+        assert_eq!((r.namespace.as_str(), r.client_id.as_str()), ("ns", "archip"));
+        assert_eq!(parse(&c.to_toml(), Source::Flag("/x.toml".into())).unwrap(), c, "round trip");
+        assert!(embedded_default().storage.rados.is_none());
+
+        assert_eq!(
+            message("[storage]\nkind = \"ceph\"\n"),
+            "config /x.toml: [storage] kind: unknown storage kind \"ceph\" (expected \"filed\" or \"rados\")"
+        );
+        assert_eq!(
+            message("[storage]\nkind = \"rados\"\nnamespace = \"ns\"\n"),
+            "config /x.toml: [storage] pool: missing: kind = \"rados\" needs the pool's name"
+        );
+        assert!(message("[storage]\nkind = \"rados\"\npool = \"\"\n")
+            .contains("[storage] pool: must be 1 to 200"));
+        assert_eq!(
+            message("[storage]\nkind = \"rados\"\npool = 3\n"),
+            "config /x.toml: [storage] pool: invalid type: integer `3`, expected a string"
+        );
+        assert_eq!(
+            message("[storage]\npool = \"rbd\"\n"),
+            "config /x.toml: [storage] pool: only for kind = \"rados\""
+        );
+        assert_eq!(
+            message("[storage]\nkind = \"rados\"\npool = \"p\"\ndir = \"/d\"\n"),
+            "config /x.toml: [storage] dir: only for kind = \"filed\""
+        );
+        assert!(message("[storage]\nkind = \"rados\"\npool = \"p\"\nconf = \"c.conf\"\n")
+            .contains("[storage] conf: must be an absolute path"));
+        assert!(message("[storage]\nkind = \"rados\"\npool = \"p\"\nmap_pool = \"m\"\n[blocker]\nport = 4\nmap_port = 3\n")
+            .contains("[blocker] map_port: 3 must be the blocker's port 4 + 1 with [storage] map_pool"));
+        assert!(message("[storage]\nkind = \"rados\"\npool = \"p\"\nbogus = 1\n")
+            .contains("[storage] bogus: unknown key"));
     }
 
     #[test]

@@ -19,8 +19,13 @@
 //! | | `log_level` | `"info"` (the peers' `-v`) |
 //! | | `stop_timeout_ms` | `10000` (the peers' `--drain-timeout-ms`; `stop` waits this + 5 s, then SIGKILL) |
 //! | `[segment]` | `nr_ports`, `dynamic_port_start`, `nr_requests`, `nr_buffers`, `buffer_bytes`, `queue_capacity` | `xseg::SegmentConfig::default()` |
-//! | `[storage]` | `kind` | `"filed"`, the only kind so far (`"rados"` is refused: not supported yet) |
-//! | | `dir` | `<home>/store` |
+//! | `[storage]` | `kind` | `"filed"` (a directory) or `"rados"` (a Ceph RADOS pool) |
+//! | | `dir` | `<home>/store` (`filed` only) |
+//! | | `pool` | required for `rados`: the pool of the data objects (and of maps and locks without `map_pool`) |
+//! | | `map_pool` | `rados`: a pool of its own for maps and locks, served on `[blocker] map_port` (which must then be `port` + 1); default: `pool` |
+//! | | `namespace` | `rados`: the RADOS namespace in the pool(s); default `""` (the default namespace) |
+//! | | `conf` | `rados`: the cluster's ceph.conf (absolute); default: radosd's (`$CEPH_CONF`, then `/etc/ceph/ceph.conf`) |
+//! | | `client_id` | `rados`: the Ceph client id (`"admin"`: client.admin); it needs `osd` access to the pools and the monitor's `osd blocklist` command |
 //! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2, 256 |
 //! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms` | 2, 4, 256, 5000, 60000 |
 //! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 2, 256 |
@@ -45,7 +50,7 @@
 //!
 //! | role | daemon | static ports (default) | flags it gets beyond the common ones |
 //! |---|---|---|---|
-//! | `blocker` | `archip-filed` | `[blocker] port` (data, 3) ..= `map_port` (maps and locks, 4) | `--dir <storage dir>` |
+//! | `blocker` | `archip-filed` (`filed`), `archip-radosd` (`rados`) | `[blocker] port` (data, 3) ..= `map_port` (maps and locks, 4) | filed: `--dir <storage dir>`; radosd: `--pool`, `--namespace`, `--client-id`, and `--map-pool`, `--conf` when configured |
 //! | `mapperd` | `archip-mapperd` | `[mapperd] port` (2) | `--map-port`, `--data-port`, `--host-id`, `--lease-ms`, `--lock-wait-ms` |
 //! | `vlmcd` | `archip-vlmcd` | `[vlmcd] port` (1) | `--mapper-port`, `--data-port` |
 //!
@@ -78,6 +83,6 @@ pub mod process;
 
 pub use config::{
     default_home, default_ports, embedded_default, load, parse, BlockerConfig, Config, ConfigError,
-    HostConfig, MapperdConfig, Source, StorageConfig, StorageKind, VlmcdConfig, EMBEDDED_DEFAULT, ENV_CONFIG,
-    ENV_HOME, SYSTEM_CONFIG,
+    HostConfig, MapperdConfig, RadosConfig, Source, StorageConfig, StorageKind, VlmcdConfig,
+    EMBEDDED_DEFAULT, ENV_CONFIG, ENV_HOME, SYSTEM_CONFIG,
 };
