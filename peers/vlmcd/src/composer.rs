@@ -1,7 +1,6 @@
 //! The volume composer peer: serves the volume protocol (archip-proto) with map lookups to
 //! the mapper and object requests to the data blocker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -602,20 +601,12 @@ impl Peer for Composer {
     }
 }
 
-/// One warning per failed request, but at most 10 a second for the whole daemon; the
+/// One warning per failed request, but at most about 10 a second for the whole daemon; the
 /// number left out is reported with the next one.
 fn warn_throttled(op: &str, volume: &str, f: &Failure) {
-    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
-    static BUDGET: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    if subreq::throttle(&NEXT_MS, 1000) {
-        BUDGET.store(10, Ordering::Relaxed);
-    }
-    if BUDGET.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1)).is_ok() {
-        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+    static WARNINGS: archip_peer::Throttle = archip_peer::Throttle::new(100);
+    if let Some(suppressed) = WARNINGS.allow() {
         tracing::warn!(op, volume, errno = f.errno, cause = %f.cause, suppressed, "request failed");
-    } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -20,7 +20,6 @@
 //! fails; should that peer wake up later, it would access a window the frontend may have
 //! reused. The request timeout (60 s by default) is meant for hung peers only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use xseg::{Held, Incoming, Op, Port, Request};
@@ -343,23 +342,10 @@ fn prepare(port: &Port, parent: &Incoming, sub: &Sub) -> xseg::Result<Request> {
 
 /// Logs that a peer is unavailable, at most once a second for the whole daemon.
 fn notice(dst: u32, why: &str) {
-    static NEXT_MS: AtomicU64 = AtomicU64::new(0);
-    if throttle(&NEXT_MS, 1000) {
+    static NOTICES: archip_peer::Throttle = archip_peer::Throttle::new(1000);
+    if NOTICES.allow().is_some() {
         tracing::info!(port = dst, "peer unavailable ({why}); retrying");
     } else {
         tracing::debug!(port = dst, "peer unavailable ({why}); retrying");
     }
-}
-
-/// Milliseconds since an arbitrary process-wide origin.
-pub fn now_ms() -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-/// True at most once per `period_ms` per `next` word.
-pub fn throttle(next: &AtomicU64, period_ms: u64) -> bool {
-    let now = now_ms();
-    let due = next.load(Ordering::Relaxed);
-    now >= due && next.compare_exchange(due, now + period_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
