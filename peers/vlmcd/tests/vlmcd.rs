@@ -876,7 +876,8 @@ fn outage(role: Role, port: u32, queued: &AtomicBool) -> impl FnOnce(&mut Stack)
 fn killed_during_copy_on_write(tag: &str, role: Role) -> Host {
     let mut host = start(tag, options(&["--retry-timeout-ms", "30000", "--log-level", "debug"]));
     let mut client = host.client();
-    let blocks = 96;
+    // Enough blocks that copy-on-write of first writes outlasts a restart under load.
+    let blocks = 384;
     let base = snapshotted_volume(&mut client, "vol", blocks);
     let mut reference = base.clone();
     let killed = host.pid(role).unwrap();
