@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod fuse;
 mod ipc;
 mod provision;
 mod space;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// PING round trips through xseg vs raw shared memory vs a Unix socket.
     Ipc(ipc::IpcArgs),
+    /// fio through archip-fuse vs qemu-storage-daemon's FUSE export, bindfs and the raw file.
+    Fuse(fuse::FuseArgs),
     /// Snapshot + clone of 1 GiB and 1 TiB volumes vs a qemu-img qcow2 overlay.
     Provision(provision::ProvisionArgs),
     /// Bytes stored by N clones that each write W bytes, vs the ideal.
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ipc(args) => ipc::run(&args),
         Command::IpcServer(args) => ipc::serve(&args),
+        Command::Fuse(args) => fuse::run(&args),
         Command::Provision(args) => provision::run(&args),
         Command::Space(args) => space::run(&args),
     };
