@@ -28,13 +28,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the segment (if absent) and start the peers (all, or ROLE) in order:
-    /// blocker, mapperd, vlmcd. Peers already running are left alone; when all run, it
-    /// says so and exits 0.
+    /// blocker, mapperd, vlmcd; then (whole stack, with [fuse] mountpoint) mount the
+    /// volumes there with archip-fuse. Peers already running are left alone; when all run,
+    /// it says so and exits 0.
     Start {
         /// Only this peer.
         role: Option<Role>,
     },
-    /// Stop the peers (all, or ROLE) in reverse order; stopping all removes the segment.
+    /// Stop the peers (all, or ROLE) in reverse order; stopping all unmounts the FUSE mount
+    /// first and removes the segment.
     /// Refused while volumes are in use (a client holds a dynamic port), unless -f.
     Stop {
         /// Stop even while clients (frontends, mapped devices, vlmc) use the stack.
@@ -51,7 +53,8 @@ pub enum Command {
     /// Show the peers, their pids, ports and request counters. Exit 3 if not running.
     Status {
         /// One JSON object: {"running", "segment", "peers": [{"role", "pid", "alive",
-        /// "ports", "requests_served", "requests_failed", "queue_depth"}], ...}.
+        /// "ports", "requests_served", "requests_failed", "queue_depth"}], "fuse": null or
+        /// {"mountpoint", "pid", "alive", "mounted"}, ...}.
         #[arg(long)]
         json: bool,
     },

@@ -207,8 +207,16 @@ pub fn clients(report: &SegmentReport, peer_pids: &[u32]) -> Vec<ClientPort> {
         .collect()
 }
 
+/// The live peers' pids and the configured FUSE mount's (its ports are the stack's own).
 fn live_peer_pids(cfg: &Config, report: Option<&SegmentReport>) -> Vec<u32> {
-    Role::ALL.iter().map(|&r| peer_state(cfg, r, report)).filter(|s| s.alive).filter_map(|s| s.pid).collect()
+    let mut pids: Vec<u32> = Role::ALL
+        .iter()
+        .map(|&r| peer_state(cfg, r, report))
+        .filter(|s| s.alive)
+        .filter_map(|s| s.pid)
+        .collect();
+    pids.extend(fuse_state(cfg).filter(|f| f.alive).and_then(|f| f.pid));
+    pids
 }
 
 /// Serializes start/stop/restart of one host stack (a lock file in the run directory).
@@ -240,7 +248,9 @@ pub fn start(cfg: &Config, roles: &[Role]) -> anyhow::Result<()> {
     let name = &cfg.host.segment;
     let before = segment_report(cfg);
     let states: Vec<PeerState> = roles.iter().map(|&r| peer_state(cfg, r, before.as_ref())).collect();
-    if states.iter().all(|s| s.alive) && before.is_some() {
+    let whole = roles.len() == Role::ALL.len();
+    let fuse_up = !whole || fuse_state(cfg).is_none_or(|f| f.alive);
+    if states.iter().all(|s| s.alive) && before.is_some() && fuse_up {
         let pids: Vec<String> =
             states.iter().map(|s| format!("{} pid {}", s.role.name(), s.pid.unwrap_or(0))).collect();
         println!("the host stack is already running (segment {name}: {})", pids.join(", "));
@@ -314,15 +324,37 @@ pub fn start(cfg: &Config, roles: &[Role]) -> anyhow::Result<()> {
             }
         }
     }
+    if whole {
+        if let Err(e) = mount_fuse(cfg) {
+            for &(r, pid) in started.iter().rev() {
+                let _ = terminate(cfg, r, pid);
+            }
+            if created && Segment::destroy(name).is_ok() {
+                println!("removed segment {name} again");
+            }
+            return Err(e);
+        }
+    }
     Ok(())
 }
 
 /// Launches one daemon with `--daemonize` and waits for its ready report; returns its pid.
 fn launch(cfg: &Config, role: Role) -> anyhow::Result<u32> {
-    let binary = find_binary(role.binary(cfg))?;
-    let pidfile = role.pidfile(cfg);
+    spawn_daemon(role.name(), role.binary(cfg), role.args(cfg), &role.pidfile(cfg), &role.log_file(cfg))
+}
+
+/// Runs a daemonizing program and waits for its report (its exit: 0 ready, else failed,
+/// with the reason on stderr); returns the pid from its pidfile.
+fn spawn_daemon(
+    name: &str,
+    program: &str,
+    args: Vec<OsString>,
+    pidfile: &Path,
+    log_file: &Path,
+) -> anyhow::Result<u32> {
+    let binary = find_binary(program)?;
     let mut child = Command::new(&binary)
-        .args(role.args(cfg))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -337,10 +369,9 @@ fn launch(cfg: &Config, role: Role) -> anyhow::Result<u32> {
             let _ = child.kill();
             let _ = child.wait();
             bail!(
-                "{} did not report ready within {}s (log: {})",
-                role.name(),
+                "{name} did not report ready within {}s (log: {})",
                 START_TIMEOUT.as_secs(),
-                role.log_file(cfg).display()
+                log_file.display()
             );
         }
         std::thread::sleep(POLL);
@@ -356,10 +387,160 @@ fn launch(cfg: &Config, role: Role) -> anyhow::Result<u32> {
             .find(|l| !l.is_empty())
             .map(|l| l.strip_prefix("error: ").unwrap_or(l).to_string())
             .unwrap_or_else(|| format!("it exited with {status}"));
-        bail!("{} did not start: {reason} (log: {})", role.name(), role.log_file(cfg).display());
+        bail!("{name} did not start: {reason} (log: {})", log_file.display());
     }
-    process::read_pidfile(&pidfile)
-        .with_context(|| format!("{} reported ready but wrote no pidfile {}", role.name(), pidfile.display()))
+    process::read_pidfile(pidfile)
+        .with_context(|| format!("{name} reported ready but wrote no pidfile {}", pidfile.display()))
+}
+
+// ---- the FUSE mount ([fuse] mountpoint) ----
+
+/// The FUSE frontend's binary.
+const FUSE_BINARY: &str = "archip-fuse";
+/// How long `stop` waits for archip-fuse to unmount and exit after SIGTERM (and again
+/// after `archip-fuse --unmount`).
+const FUSE_STOP_WAIT: Duration = Duration::from_secs(10);
+
+pub fn fuse_pidfile(cfg: &Config) -> PathBuf {
+    cfg.run_dir().join("fuse.pid")
+}
+
+pub fn fuse_log_file(cfg: &Config) -> PathBuf {
+    cfg.log_dir().join("fuse.log")
+}
+
+/// archip-fuse's command line (without the binary).
+pub fn fuse_args(cfg: &Config, mountpoint: &Path) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![mountpoint.into()];
+    let mut flag = |name: &str, value: OsString| {
+        args.push(name.into());
+        args.push(value);
+    };
+    flag("--segment", cfg.host.segment.clone().into());
+    flag("--vlmcd-port", cfg.vlmcd.port.to_string().into());
+    flag("--log-level", cfg.host.log_level.clone().into());
+    flag("--pidfile", fuse_pidfile(cfg).into());
+    flag("--log-file", fuse_log_file(cfg).into());
+    if cfg.fuse.read_only {
+        args.push("--ro".into());
+    }
+    if cfg.fuse.allow_other {
+        args.push("--allow-other".into());
+    }
+    args
+}
+
+/// The configured mount's daemon: its pid (from the pidfile) and whether it runs.
+/// `None` without `[fuse] mountpoint`.
+pub fn fuse_state(cfg: &Config) -> Option<FuseStatus> {
+    let mountpoint = cfg.fuse.mountpoint.clone()?;
+    let pid = process::read_pidfile(&fuse_pidfile(cfg));
+    let alive = pid.is_some_and(|p| runs_binary(p, FUSE_BINARY));
+    Some(FuseStatus { mounted: is_mounted(&mountpoint), mountpoint, pid, alive })
+}
+
+/// Whether `path` is a mount point (an entry of /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let want = path.to_string_lossy();
+    let want = want.trim_end_matches('/');
+    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape_mountinfo(m) == want)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mounts the configured mountpoint (once vlmcd serves). Returns the daemon's pid when
+/// this call started it; `None` without a mountpoint or when it is already mounted.
+fn mount_fuse(cfg: &Config) -> anyhow::Result<Option<u32>> {
+    let Some(state) = fuse_state(cfg) else { return Ok(None) };
+    let mountpoint = &state.mountpoint;
+    if let (Some(pid), true) = (state.pid, state.alive) {
+        println!("fuse is already running (pid {pid}, {})", mountpoint.display());
+        return Ok(None);
+    }
+    if state.pid.is_some() {
+        let _ = std::fs::remove_file(fuse_pidfile(cfg));
+    }
+    std::fs::create_dir_all(mountpoint)
+        .with_context(|| format!("fuse did not start: creating {}", mountpoint.display()))?;
+    let pid = spawn_daemon(
+        "fuse",
+        FUSE_BINARY,
+        fuse_args(cfg, mountpoint),
+        &fuse_pidfile(cfg),
+        &fuse_log_file(cfg),
+    )?;
+    println!("mounted {} (fuse pid {pid}, log {})", mountpoint.display(), fuse_log_file(cfg).display());
+    Ok(Some(pid))
+}
+
+/// Unmounts: SIGTERM to archip-fuse, a bounded wait, then `archip-fuse --unmount`.
+fn unmount_fuse(cfg: &Config, state: &FuseStatus) -> anyhow::Result<()> {
+    let mountpoint = &state.mountpoint;
+    let pidfile = fuse_pidfile(cfg);
+    let pid = state.pid.filter(|_| state.alive);
+    if let Some(pid) = pid {
+        if let Some(target) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(target, rustix::process::Signal::TERM);
+        }
+        if wait_exit(pid, FUSE_STOP_WAIT) && !is_mounted(mountpoint) {
+            if process::read_pidfile(&pidfile) == Some(pid) {
+                let _ = std::fs::remove_file(&pidfile);
+            }
+            println!("unmounted {} (stopped fuse pid {pid})", mountpoint.display());
+            return Ok(());
+        }
+    }
+    if is_mounted(mountpoint) {
+        let binary = find_binary(FUSE_BINARY)?;
+        let out = Command::new(&binary)
+            .arg("--unmount")
+            .arg(mountpoint)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", binary.display()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let reason = err.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("it failed");
+            bail!(
+                "cannot unmount {}: {}",
+                mountpoint.display(),
+                reason.strip_prefix("error: ").unwrap_or(reason)
+            );
+        }
+    }
+    if let Some(pid) = pid {
+        if !wait_exit(pid, FUSE_STOP_WAIT) {
+            bail!("fuse (pid {pid}) did not exit after unmounting {}", mountpoint.display());
+        }
+    }
+    if pid.is_none_or(|p| process::read_pidfile(&pidfile) == Some(p)) {
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    match pid {
+        Some(pid) => println!("unmounted {} (stopped fuse pid {pid})", mountpoint.display()),
+        None => println!("unmounted {}", mountpoint.display()),
+    }
+    Ok(())
 }
 
 /// Sends SIGTERM, waits (bounded), then SIGKILL with a warning. Removes the pidfile.
@@ -413,7 +594,8 @@ fn stop_locked(cfg: &Config, roles: &[Role], force: bool, check_in_use: bool) ->
     let report = segment_report(cfg);
     let segment_exists = xseg::segment_path(name).is_ok_and(|p| p.exists());
     let states: Vec<PeerState> = roles.iter().map(|&r| peer_state(cfg, r, report.as_ref())).collect();
-    let anything = states.iter().any(|s| s.pid.is_some()) || (whole && segment_exists);
+    let fuse = fuse_state(cfg).filter(|f| whole && (f.pid.is_some() || f.mounted));
+    let anything = states.iter().any(|s| s.pid.is_some()) || (whole && segment_exists) || fuse.is_some();
     if !anything {
         let what = if whole { "the host stack is".to_string() } else { format!("{} is", roles[0].name()) };
         println!("{what} not running (segment {name})");
@@ -448,6 +630,16 @@ fn stop_locked(cfg: &Config, roles: &[Role], force: bool, check_in_use: bool) ->
             );
         }
         eprintln!("archipelago: warning: stopping while devices are mapped: {}", mapped.join(", "));
+    }
+
+    // The mount first: it is vlmcd's client.
+    if let Some(fuse) = &fuse {
+        if let Err(e) = unmount_fuse(cfg, fuse) {
+            if !force {
+                bail!("{e:#}; close the files open under it first, or stop with -f");
+            }
+            eprintln!("archipelago: warning: {e:#}; stopping anyway (-f)");
+        }
     }
 
     let mut failures = Vec::new();
@@ -521,6 +713,20 @@ pub struct Status {
     pub clients: Vec<ClientPort>,
     pub requests_in_flight: Option<u32>,
     pub buffers_in_use: Option<u32>,
+    /// The FUSE mount (`[fuse] mountpoint`); `null` without one.
+    pub fuse: Option<FuseStatus>,
+}
+
+/// The FUSE mount in `status --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FuseStatus {
+    pub mountpoint: PathBuf,
+    /// From `<home>/run/fuse.pid`.
+    pub pid: Option<u32>,
+    /// Whether that pid runs archip-fuse.
+    pub alive: bool,
+    /// Whether the mountpoint is mounted (seen from this process).
+    pub mounted: bool,
 }
 
 pub fn status(cfg: &Config) -> Status {
@@ -546,8 +752,11 @@ pub fn status(cfg: &Config) -> Status {
             queue_depth: queue,
         });
     }
-    let pids: Vec<u32> = peers.iter().filter(|p| p.alive).filter_map(|p| p.pid).collect();
+    let fuse = fuse_state(cfg);
+    let mut pids: Vec<u32> = peers.iter().filter(|p| p.alive).filter_map(|p| p.pid).collect();
+    pids.extend(fuse.as_ref().filter(|f| f.alive).and_then(|f| f.pid));
     Status {
+        fuse,
         running: report.is_some() && peers.iter().all(|p| p.alive),
         segment: cfg.host.segment.clone(),
         segment_exists: report.is_some(),
@@ -592,6 +801,16 @@ pub fn print_status(s: &Status) {
     }
     if let (Some(r), Some(b)) = (s.requests_in_flight, s.buffers_in_use) {
         println!("  requests in flight {r}, buffers in use {b}");
+    }
+    if let Some(f) = &s.fuse {
+        let pid = f.pid.map_or("-".to_string(), |p| p.to_string());
+        let state = match (f.alive, f.mounted) {
+            (true, true) => "mounted",
+            (true, false) => "alive, not mounted",
+            (false, true) => "mounted, daemon dead",
+            (false, false) => "not mounted",
+        };
+        println!("  {:<8} pid {:<8} {state} at {}", "fuse", pid, f.mountpoint.display());
     }
     if !s.clients.is_empty() {
         let list: Vec<String> =

@@ -319,3 +319,113 @@ fn usage_errors_exit_2_and_completions_and_man_pages_are_generated() {
     let help = h.archipelago(&["--help"]);
     assert!(!help.ok().contains("generate"), "hidden from --help");
 }
+
+/// Whether `path` is a mount point, per /proc/self/mountinfo (paths here have no spaces).
+fn mounted(path: &std::path::Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let path = path.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+/// `[fuse] mountpoint`: `start` mounts the volumes there with archip-fuse, its daemon is
+/// not a client for the in-use rule, and `stop` unmounts it. Needs root and /dev/fuse.
+#[test]
+fn a_configured_fuse_mount_is_mounted_by_start_and_unmounted_by_stop() {
+    check_binaries();
+    host::bin("archip-fuse");
+    // SAFETY: geteuid(2) has no preconditions.
+    assert!(
+        unsafe { libc::geteuid() } == 0 && std::path::Path::new("/dev/fuse").exists(),
+        "this test mounts FUSE: it needs root, /dev/fuse and fusermount3 (tests/run-all installs fuse3)"
+    );
+    let h = Host::new("fuse", "");
+    let mnt = h.path("mnt");
+    let config = std::fs::read_to_string(&h.config).unwrap()
+        + &format!("[fuse]\nmountpoint = \"{}\"\nallow_other = true\n", mnt.display());
+    std::fs::write(&h.config, config).unwrap();
+    let printed = h.archipelago(&["config"]).ok().to_string();
+    assert!(
+        printed.contains(&format!(
+            "[fuse]\nmountpoint = \"{}\"\nallow_other = true\nread_only = false",
+            mnt.display()
+        )),
+        "{printed}"
+    );
+
+    let out = h.archipelago(&["start"]);
+    let text = out.ok();
+    assert!(text.contains(&format!("mounted {}", mnt.display())), "{text}");
+    assert!(text.find("started vlmcd") < text.find("mounted "), "after vlmcd: {text}");
+    assert!(mounted(&mnt), "the mountpoint (created by start) is mounted");
+    let status = h.archipelago(&["status", "--json"]).json();
+    let fuse = &status["fuse"];
+    assert_eq!(fuse["mountpoint"], mnt.to_str().unwrap());
+    assert_eq!(fuse["alive"], true);
+    let fuse_pid = fuse["pid"].as_u64().unwrap() as u32;
+    assert!(alive(fuse_pid));
+    assert_eq!(status["clients"], serde_json::json!([]), "archip-fuse is no client: {status}");
+    // A second start: everything runs, the mount included.
+    assert!(h.archipelago(&["start"]).ok().contains("already running"));
+
+    // A volume created with vlmc is a file of its size under the mount.
+    h.vlmc(&["create", "fvol", "--size", "8M"]).ok();
+    let file = mnt.join("fvol");
+    assert!(host::wait_until(Duration::from_secs(10), || file.exists()), "fvol appears under the mount");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 8 << 20);
+
+    // Written through the file, read back through the stack.
+    let data = host::pattern(7, 1 << 20);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    let exported = h.path("fvol.out");
+    h.vlmc(&["export", "fvol", exported.to_str().unwrap()]).ok();
+    let back = std::fs::read(&exported).unwrap();
+    assert_eq!(back.len(), 8 << 20);
+    assert!(back[1 << 20..2 << 20] == data[..], "the export holds what was written through the mount");
+    assert!(back[..1 << 20].iter().all(|&b| b == 0));
+
+    // stop (no -f: the mount does not make the stack "in use") unmounts first.
+    let text = h.archipelago(&["stop"]).ok().to_string();
+    assert!(text.contains(&format!("unmounted {}", mnt.display())), "{text}");
+    assert!(text.find("unmounted") < text.find("stopped vlmcd"), "the mount goes first: {text}");
+    assert!(!mounted(&mnt), "no longer in /proc/self/mountinfo");
+    assert!(host::wait_until(Duration::from_secs(5), || !alive(fuse_pid)));
+    assert!(!h.path("run/fuse.pid").exists());
+    assert!(!h.segment_file().exists());
+}
+
+#[test]
+fn bad_fuse_configs_are_reported_with_file_key_and_reason() {
+    check_binaries();
+    let h = Host::new("badfuse", "");
+    let path = h.path("bad.toml");
+    let p = path.to_str().unwrap();
+    let cases = [
+        ("[fuse]\nmountpoint = \"mnt\"\n", "[fuse] mountpoint: must be an absolute path, got \"mnt\""),
+        (
+            "[fuse]\nallow_other = \"yes\"\n",
+            "[fuse] allow_other: invalid type: string \"yes\", expected a boolean",
+        ),
+        ("[fuse]\nread_only = 1\n", "[fuse] read_only: invalid type: integer `1`, expected a boolean"),
+        ("[fuse]\nmountpoint = 3\n", "[fuse] mountpoint: invalid type: integer `3`"),
+        (
+            "[fuse]\nmount = \"/m\"\n",
+            "[fuse] mount: unknown key (expected one of `mountpoint`, `allow_other`, `read_only`)",
+        ),
+    ];
+    for (text, message) in cases {
+        std::fs::write(&path, text).unwrap();
+        for args in [vec!["--config", p, "start"], vec!["--config", p, "config"]] {
+            let out = h.archipelago(&args);
+            out.fails(1, &format!("archipelago: config {p}: "));
+            assert!(out.stderr.contains(message), "{text:?}: {}", out.stderr);
+            assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
+        }
+    }
+    assert!(!h.segment_file().exists(), "nothing was started");
+}

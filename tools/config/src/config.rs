@@ -163,6 +163,17 @@ pub struct VlmcdConfig {
     pub nr_ops: u32,
 }
 
+/// `[fuse]`: the FUSE mount `archipelago start` sets up with `archip-fuse`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuseConfig {
+    /// Where the volumes are mounted (absolute); `None`: no mount.
+    pub mountpoint: Option<PathBuf>,
+    /// Let other users than the mounting one use the mount (`--allow-other`).
+    pub allow_other: bool,
+    /// Mount read-only (`--ro`).
+    pub read_only: bool,
+}
+
 /// The effective configuration: every key resolved and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -173,6 +184,7 @@ pub struct Config {
     pub blocker: BlockerConfig,
     pub mapperd: MapperdConfig,
     pub vlmcd: VlmcdConfig,
+    pub fuse: FuseConfig,
 }
 
 // ---- the file, as written (every key optional) ----
@@ -267,6 +279,17 @@ struct VlmcdFile {
     nr_ops: Option<u32>,
 }
 
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FuseFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mountpoint: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allow_other: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_only: Option<bool>,
+}
+
 #[derive(Debug, Default, Serialize)]
 struct File {
     host: HostFile,
@@ -275,9 +298,10 @@ struct File {
     blocker: BlockerFile,
     mapperd: MapperdFile,
     vlmcd: VlmcdFile,
+    fuse: FuseFile,
 }
 
-const SECTIONS: [&str; 6] = ["host", "segment", "storage", "blocker", "mapperd", "vlmcd"];
+const SECTIONS: [&str; 7] = ["host", "segment", "storage", "blocker", "mapperd", "vlmcd", "fuse"];
 
 /// Where the peers' static ports are by default (archip_proto's port plan).
 pub mod default_ports {
@@ -343,7 +367,8 @@ pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
     let blocker: BlockerFile = section(&table, "blocker").map_err(|(k, r)| err(k, r))?;
     let mapperd: MapperdFile = section(&table, "mapperd").map_err(|(k, r)| err(k, r))?;
     let vlmcd: VlmcdFile = section(&table, "vlmcd").map_err(|(k, r)| err(k, r))?;
-    let file = File { host, segment, storage, blocker, mapperd, vlmcd };
+    let fuse: FuseFile = section(&table, "fuse").map_err(|(k, r)| err(k, r))?;
+    let file = File { host, segment, storage, blocker, mapperd, vlmcd, fuse };
     resolve(file, source).map_err(|(k, r)| err(Some(k), r))
 }
 
@@ -619,6 +644,15 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
         }
     }
 
+    let fuse = FuseConfig {
+        mountpoint: f.fuse.mountpoint.map(|m| absolute("[fuse] mountpoint", m)).transpose()?,
+        allow_other: f.fuse.allow_other.unwrap_or(false),
+        read_only: f.fuse.read_only.unwrap_or(false),
+    };
+    if fuse.mountpoint.as_deref() == Some(Path::new("/")) {
+        return Err(("[fuse] mountpoint".into(), "must not be \"/\"".into()));
+    }
+
     Ok(Config {
         source,
         host: HostConfig { id, segment: segment_name, home, log_level, stop_timeout_ms },
@@ -627,6 +661,7 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
         blocker,
         mapperd,
         vlmcd,
+        fuse,
     })
 }
 
@@ -694,6 +729,11 @@ impl Config {
                 port: Some(self.vlmcd.port),
                 threads: Some(self.vlmcd.threads),
                 nr_ops: Some(self.vlmcd.nr_ops),
+            },
+            fuse: FuseFile {
+                mountpoint: self.fuse.mountpoint.clone(),
+                allow_other: Some(self.fuse.allow_other),
+                read_only: Some(self.fuse.read_only),
             },
         };
         toml::to_string(&file).expect("a configuration serializes")
@@ -821,6 +861,29 @@ mod tests {
             .contains("[blocker] map_port: 3 must be the blocker's port 4 + 1 with [storage] map_pool"));
         assert!(message("[storage]\nkind = \"rados\"\npool = \"p\"\nbogus = 1\n")
             .contains("[storage] bogus: unknown key"));
+    }
+
+    #[test]
+    fn fuse_section() {
+        let c = embedded_default();
+        assert_eq!(c.fuse, FuseConfig::default(), "no mount by default");
+        let c = at("[fuse]\nmountpoint = \"/mnt/archip\"\nallow_other = true\n").unwrap();
+        assert_eq!(c.fuse.mountpoint.as_deref(), Some(Path::new("/mnt/archip")));
+        assert!(c.fuse.allow_other && !c.fuse.read_only);
+        assert_eq!(parse(&c.to_toml(), Source::Flag("/x.toml".into())).unwrap(), c, "round trip");
+        assert!(message("[fuse]\nmountpoint = \"mnt\"\n")
+            .contains("[fuse] mountpoint: must be an absolute path, got \"mnt\""));
+        assert_eq!(
+            message("[fuse]\nread_only = \"yes\"\n"),
+            "config /x.toml: [fuse] read_only: invalid type: string \"yes\", expected a boolean"
+        );
+        assert_eq!(
+            message("[fuse]\nmountpoint = 3\n"),
+            "config /x.toml: [fuse] mountpoint: invalid type: integer `3`, expected path string"
+        );
+        assert!(message("[fuse]\nbogus = 1\n")
+            .contains("[fuse] bogus: unknown key (expected one of `mountpoint`"));
+        assert!(message("[fuse]\nmountpoint = \"/\"\n").contains("[fuse] mountpoint: must not be"));
     }
 
     #[test]

@@ -29,6 +29,9 @@
 //! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2, 256 |
 //! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms` | 2, 4, 256, 5000, 60000 |
 //! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 2, 256 |
+//! | `[fuse]` | `mountpoint` | none: no mount; an absolute path: `archipelago start` mounts the volumes there with `archip-fuse` (see below) |
+//! | | `allow_other` | `false` (`archip-fuse --allow-other`: other users may use the mount; needs `user_allow_other` in `/etc/fuse.conf` for non-root) |
+//! | | `read_only` | `false` (`archip-fuse --ro`) |
 //!
 //! A value given in the file beats `$ARCHIPELAGO_HOME`, which beats the built-in default
 //! (the variable only matters when the file names no `home`). `~/` in paths is expanded.
@@ -60,11 +63,24 @@
 //! equal or adjacent). All configured ports are static (below `dynamic_port_start`) and
 //! distinct. Clients (`vlmc`, frontends, mapped devices) bind dynamic ports.
 //!
+//! ## The FUSE mount
+//! With `[fuse] mountpoint` set, `archipelago start` (of the whole stack) mounts the volumes
+//! there once vlmcd is up: it creates the directory if missing and runs `archip-fuse
+//! MOUNTPOINT --segment --vlmcd-port --pidfile <home>/run/fuse.pid --log-file
+//! <home>/log/fuse.log` (plus `--ro`, `--allow-other` per the section), which daemonizes
+//! and reports ready or failed; a failure is reported with archip-fuse's own error and
+//! rolls the start back like a peer that cannot start. `archipelago stop` (of the whole
+//! stack) unmounts first: SIGTERM to the daemon, a bounded wait, then `archip-fuse
+//! --unmount MOUNTPOINT`. The FUSE daemon is not a client for the "in use" rule (its
+//! dynamic ports are the stack's own), but a process with a file open under the mount
+//! keeps the mount busy. `status --json` shows it as `fuse` (`mountpoint`, `pid`, `alive`;
+//! `null` without a mountpoint).
+//!
 //! ## "In use"
 //! A host stack is **in use** while a dynamic port of its segment is bound by a live
 //! process that is neither the tool asking nor one of the stack's own peers
 //! (`xseg::PortReport`: `dynamic && owner_alive`, owner not in {tool, blocker, mapperd,
-//! vlmcd}). The peers are excluded because vlmcd and mapperd bind dynamic ports of their
+//! vlmcd, the configured FUSE mount's archip-fuse}). The peers are excluded because vlmcd and mapperd bind dynamic ports of their
 //! own for their sub-requests. What remains are clients: a `vlmc` command while it runs, a
 //! frontend or a mapped device for as long as it exists. `archipelago stop` (of the whole
 //! stack or of one role) refuses, exit 1, naming each port and pid, while the stack is in
@@ -83,6 +99,6 @@ pub mod process;
 
 pub use config::{
     default_home, default_ports, embedded_default, load, parse, BlockerConfig, Config, ConfigError,
-    HostConfig, MapperdConfig, RadosConfig, Source, StorageConfig, StorageKind, VlmcdConfig,
+    FuseConfig, HostConfig, MapperdConfig, RadosConfig, Source, StorageConfig, StorageKind, VlmcdConfig,
     EMBEDDED_DEFAULT, ENV_CONFIG, ENV_HOME, SYSTEM_CONFIG,
 };

@@ -139,7 +139,33 @@ pub enum Command {
         name: String,
         file: PathBuf,
     },
+    /// Map a volume (or, with --ro, a snapshot) as a block device on this host; prints the
+    /// device (`archip-ublk add`).
+    Map {
+        #[arg(value_parser = parse_name)]
+        name: String,
+        /// The kernel interface: ublk (archip-ublk) or xsegbd (not available yet).
+        #[arg(long, value_enum, default_value_t = Via::Ublk)]
+        via: Via,
+        /// A read-only device.
+        #[arg(long)]
+        ro: bool,
+    },
+    /// Remove a mapped device (/dev/ublkbN); refused while it is mounted.
+    Unmap { device: String },
+    /// List the mapped devices: device, volume, queues, depth, pid, state.
+    Showmapped {
+        #[arg(long)]
+        json: bool,
+    },
     /// Write shell completions or man pages.
     #[command(hide = true, subcommand)]
     Generate(Generate),
+}
+
+/// How `vlmc map` exposes a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Ublk,
+    Xsegbd,
 }

@@ -14,6 +14,11 @@
 //! are not written to a new volume (it reads as zeros already) and become WRITE_ZEROES on
 //! an existing one. `export` writes the whole volume to the file, sparse where the volume
 //! reads as zeros. Both show progress on a terminal (stderr) only.
+//!
+//! `map NAME [--via ublk] [--ro]` runs `archip-ublk add NAME` (found next to `vlmc`, else on
+//! `PATH`) with the configuration's segment and vlmcd port and prints the device;
+//! `unmap DEV` and `showmapped [--json]` are `archip-ublk del` and `archip-ublk list`.
+//! They do not connect to vlmcd themselves. `--via xsegbd` is refused until xsegbd exists.
 
 pub mod cli;
 pub mod size;
@@ -126,6 +131,12 @@ pub fn run(cli: Cli) -> Outcome {
         xseg::validate_name(&segment).map_err(|e| Failure(format!("--segment: {e}")))?;
         cfg.host.segment = segment;
     }
+    match &cli.command {
+        Command::Map { name, via, ro } => return map(&cfg, name, *via, *ro),
+        Command::Unmap { device } => return ublk(&["del", device]),
+        Command::Showmapped { json } => return ublk(if *json { &["list", "--json"] } else { &["list"] }),
+        _ => {}
+    }
     let mut c = connect(&cfg)?;
     let c = &mut c;
     let host = cfg.host.id.as_str();
@@ -216,7 +227,9 @@ pub fn run(cli: Cli) -> Outcome {
         })?,
         Command::Import { name, file, size } => import(c, host, &name, &file, size)?,
         Command::Export { name, file } => export(c, host, &name, &file)?,
-        Command::Generate(_) => unreachable!("handled above"),
+        Command::Generate(_) | Command::Map { .. } | Command::Unmap { .. } | Command::Showmapped { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }
@@ -392,4 +405,48 @@ fn export(c: &mut Client, host: &str, name: &str, path: &Path) -> Outcome {
     file.sync_all().map_err(io_err)?;
     progress.finish();
     Ok(())
+}
+
+/// Finds `archip-ublk`: next to this executable, else on `PATH`.
+fn ublk_binary() -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("archip-ublk")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "archip-ublk".into())
+}
+
+/// Runs `archip-ublk ARGS` with this terminal's output; its failure line becomes ours.
+fn ublk<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
+    let bin = ublk_binary();
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| Failure(format!("running {}: {e}", bin.display())))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text.trim().trim_start_matches("archip-ublk: ");
+    Err(Failure(if line.is_empty() {
+        format!("archip-ublk failed ({})", out.status)
+    } else {
+        line.to_string()
+    }))
+}
+
+/// `vlmc map NAME [--via ublk|xsegbd] [--ro]`.
+fn map(cfg: &Config, name: &str, via: cli::Via, ro: bool) -> Outcome {
+    if via == cli::Via::Xsegbd {
+        return Err(Failure(format!("map {name} --via xsegbd: not available yet (use --via ublk)")));
+    }
+    let port = cfg.vlmcd.port.to_string();
+    let mut args = vec!["add", name, "--segment", cfg.host.segment.as_str(), "--vlmcd-port", port.as_str()];
+    if ro {
+        args.push("--ro");
+    }
+    ublk(&args)
 }
