@@ -334,8 +334,9 @@ fn a_configured_fuse_mount_is_mounted_by_start_and_unmounted_by_stop() {
     check_binaries();
     host::bin("archip-fuse");
     // SAFETY: geteuid(2) has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert!(
-        unsafe { libc::geteuid() } == 0 && std::path::Path::new("/dev/fuse").exists(),
+        euid == 0 && std::path::Path::new("/dev/fuse").exists(),
         "this test mounts FUSE: it needs root, /dev/fuse and fusermount3 (tests/run-all installs fuse3)"
     );
     let h = Host::new("fuse", "");
