@@ -11,6 +11,7 @@ mod ipc;
 mod provision;
 mod space;
 mod stats;
+mod ublk;
 
 #[derive(Parser)]
 #[command(name = "archip-bench", version, about = "Archipelago benchmarks")]
@@ -29,6 +30,8 @@ enum Command {
     Provision(provision::ProvisionArgs),
     /// Bytes stored by N clones that each write W bytes, vs the ideal.
     Space(space::SpaceArgs),
+    /// fio on an archip-ublk device vs the kernel loop device, inside the qemu VM.
+    Ublk(ublk::UblkArgs),
     /// (internal) the far side of an IPC benchmark, run in a child process.
     #[command(hide = true)]
     IpcServer(ipc::ServerArgs),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Fuse(args) => fuse::run(&args),
         Command::Provision(args) => provision::run(&args),
         Command::Space(args) => space::run(&args),
+        Command::Ublk(args) => ublk::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
