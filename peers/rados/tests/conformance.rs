@@ -1,18 +1,17 @@
 //! The ObjectStore conformance suite, unchanged, against RadosStore on a real (throwaway)
-//! Ceph cluster: each case in a namespace of its own, over one connection per process.
+//! Ceph cluster: each case in a namespace of its own, over a connection of its own.
+//!
+//! The connection lives in the store and is shut down when the case drops it. It must not
+//! be kept in a static: a librados handle still connected when the process exits races its
+//! own threads against the C++ static destructors and may abort (`std::out_of_range`,
+//! `map::at`) after the test has passed.
 
-use std::sync::{Arc, OnceLock};
-
-use archip_rados::{test_cluster, Cluster, RadosStore, RadosStoreOptions};
-
-fn connection() -> &'static Arc<Cluster> {
-    static CONNECTION: OnceLock<Arc<Cluster>> = OnceLock::new();
-    CONNECTION.get_or_init(|| test_cluster::shared().connect())
-}
+use archip_rados::{test_cluster, RadosStore, RadosStoreOptions};
 
 fn store(tag: &str) -> RadosStore {
     let namespace = test_cluster::unique_namespace(tag);
-    RadosStore::open(connection(), test_cluster::POOL, &namespace, RadosStoreOptions::default())
+    let connection = test_cluster::shared().connect();
+    RadosStore::open(&connection, test_cluster::POOL, &namespace, RadosStoreOptions::default())
         .unwrap_or_else(|e| panic!("opening the store: {e}"))
 }
 
