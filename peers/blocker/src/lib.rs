@@ -16,7 +16,7 @@
 //! | INFO | | the object's size |
 //! | COPY | window[..size] = source name; target = destination; FUA flag | 0 |
 //! | HASH | window ≥ 32 bytes | 32; window[..32] = SHA-256 digest (content copy stored) |
-//! | ACQUIRE | target = lock, window[..size] = owner | the lock's generation; EBUSY if held |
+//! | ACQUIRE | target = lock, window[..size] = owner; NOSYNC = try once, else wait up to `offset` ms (at most [`LOCK_WAIT_MAX`]) for a release | the lock's generation; EBUSY if still held |
 //! | RELEASE | target = lock, window[..size] = owner; FORCE flag breaks another's | 0 |
 //! | LOCK_INFO | target = lock | bytes; window = `owner\ngeneration\nacquired_unix_ms\n`; ENOENT if free |
 //! | LIST | target = prefix (may be empty); `offset` = names to skip | bytes; window = names, each + `\n` |
@@ -25,21 +25,77 @@
 //! Errors complete the request with the store error's errno; unknown ops with EOPNOTSUPP;
 //! a size larger than the window, or a target that is not a valid name, with EINVAL.
 //! Blocking store calls run on the peer's worker threads (`--threads`).
+//!
+//! A waiting ACQUIRE holds its worker while it waits (the store wakes it on a release:
+//! RADOS watch/notify, or a poll), so at most `--threads` − 1 wait at once per peer: one
+//! worker is always left for other requests. A waiter past that bound gets EBUSY at once;
+//! the mapper then sleeps before asking again.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use archip_peer::{Peer, PeerIo};
 use archip_store::{Durability, ObjectName, ObjectStore, StoreError};
 use xseg::{flags, Incoming, Op, Port};
 
+/// Longest one ACQUIRE waits for a release; a longer wait is the caller's loop.
+pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
+
 pub struct BlockerPeer {
     store: Arc<dyn ObjectStore>,
     warnings: archip_peer::Throttle,
+    /// ACQUIREs waiting for a release right now, and how many may.
+    lock_waiters: AtomicU32,
+    lock_waiters_max: u32,
 }
 
 impl BlockerPeer {
-    pub fn new(store: Arc<dyn ObjectStore>) -> BlockerPeer {
-        BlockerPeer { store, warnings: archip_peer::Throttle::new(1000) }
+    /// A blocker over `store` whose ports are served by `threads` workers each.
+    pub fn new(store: Arc<dyn ObjectStore>, threads: u32) -> BlockerPeer {
+        BlockerPeer {
+            store,
+            warnings: archip_peer::Throttle::new(1000),
+            lock_waiters: AtomicU32::new(0),
+            lock_waiters_max: threads.saturating_sub(1),
+        }
+    }
+
+    /// Takes `lock` for `owner`, waiting up to `wait` for its holder to release it if a
+    /// waiting slot is free.
+    fn acquire(&self, lock: &ObjectName, owner: &str, wait: Duration) -> Result<u64, Failure> {
+        let store = self.store.as_ref();
+        let first = store.lock_acquire(lock, owner);
+        let busy = matches!(&first, Err(e) if e.errno() == libc::EBUSY);
+        if !busy || wait.is_zero() {
+            return Ok(first?.generation);
+        }
+        let slot = self.lock_waiters.fetch_add(1, Ordering::AcqRel);
+        let _slot = WaitSlot(&self.lock_waiters);
+        if slot >= self.lock_waiters_max {
+            return Ok(first?.generation);
+        }
+        let deadline = Instant::now() + wait.min(LOCK_WAIT_MAX);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(store.lock_acquire(lock, owner)?.generation);
+            }
+            store.lock_wait(lock, left)?;
+            match store.lock_acquire(lock, owner) {
+                Err(e) if e.errno() == libc::EBUSY => {}
+                other => return Ok(other?.generation),
+            }
+        }
+    }
+}
+
+/// A taken waiting slot, given back when dropped.
+struct WaitSlot<'a>(&'a AtomicU32);
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -155,7 +211,12 @@ impl BlockerPeer {
             }
             Op::Acquire => {
                 let n = payload(data)?;
-                Ok(store.lock_acquire(&name()?, &text(&data[..n])?)?.generation)
+                let wait = if flag_word & flags::NOSYNC != 0 {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(offset)
+                };
+                self.acquire(&name()?, &text(&data[..n])?, wait)
             }
             Op::Release => {
                 let n = payload(data)?;

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             .with_context(|| format!("opening the object directory {}", cli.dir.display()))?;
         // Temporary files a crash left behind (old enough that no live writer owns them).
         store.remove_stale_temp_files(std::time::Duration::from_secs(3600))?;
-        Ok(BlockerPeer::new(Arc::new(store)))
+        Ok(BlockerPeer::new(Arc::new(store), cli.peer.threads))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -237,11 +237,14 @@ impl Blockers {
         Ok(())
     }
 
-    /// Takes a lock once: its generation, or `Busy` with the holder.
-    pub fn acquire(&self, lock: &str, owner: &str) -> Result<u64> {
+    /// Takes a lock: its generation, or `Busy` with the holder. With a nonzero `wait` the
+    /// blocker waits up to that long (at most its own bound) for the holder to release it,
+    /// woken by the release; with zero it tries once.
+    pub fn acquire(&self, lock: &str, owner: &str, wait: Duration) -> Result<u64> {
         let result = self.call(&Call {
+            offset: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             size: owner.len() as u64,
-            flags: flags::NOSYNC,
+            flags: if wait.is_zero() { flags::NOSYNC } else { 0 },
             payload: owner.as_bytes(),
             ..Call::new(self.map_port, Op::Acquire, lock)
         });

@@ -28,6 +28,11 @@ use xseg::{flags, Incoming, Op, Port};
 use crate::blockers::Blockers;
 use crate::error::{MapperError, Result};
 
+/// Longest wait asked of the blocker in one ACQUIRE while waiting for a lock.
+const LOCK_WAIT_SLICE: Duration = Duration::from_secs(2);
+/// Pause before asking again when the blocker could not wait (no waiting slot free).
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 pub struct MapperConfig {
     /// This host's identity: the owner recorded in the locks it takes.
     pub host_id: String,
@@ -146,19 +151,27 @@ impl Mapper {
 
     /// Takes a volume's lock once (idempotent for this host).
     fn try_lock(&self, name: &str) -> Result<u64> {
-        self.blockers.acquire(&lock_name(name), self.lock_owner())
+        self.blockers.acquire(&lock_name(name), self.lock_owner(), Duration::ZERO)
     }
 
     /// Takes a volume's lock, waiting up to `lock_wait` for another host to release it
-    /// (how live migration hands a volume over). After a forced break, waits out the lease
-    /// so the broken owner has stopped writing before this host starts.
+    /// (how live migration hands a volume over). The blocker waits in slices and is woken by
+    /// the release (RADOS watch/notify); a blocker with no waiting slot free answers at once,
+    /// and then this thread sleeps before asking again. After a forced break, waits out the
+    /// lease so the broken owner has stopped writing before this host starts.
     fn lock_waiting(&self, name: &str) -> Result<u64> {
         let deadline = Instant::now() + self.config.lock_wait;
+        // Each slice is well within the blocker call's own timeout.
+        let slice_max = LOCK_WAIT_SLICE.min(self.blockers.request_timeout / 2);
         let generation = loop {
-            match self.try_lock(name) {
+            let slice = deadline.saturating_duration_since(Instant::now()).min(slice_max);
+            let asked = Instant::now();
+            match self.blockers.acquire(&lock_name(name), self.lock_owner(), slice) {
                 Ok(generation) => break generation,
                 Err(MapperError::Busy { .. }) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
+                    if asked.elapsed() < LOCK_RETRY_PAUSE {
+                        std::thread::sleep(LOCK_RETRY_PAUSE);
+                    }
                 }
                 Err(e) => return Err(e),
             }

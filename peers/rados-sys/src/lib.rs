@@ -21,6 +21,7 @@
 //! | compound read ops | `rados_create_read_op`, `rados_release_read_op`, `rados_read_op_stat`, `rados_read_op_read`, `rados_read_op_getxattrs`, `rados_getxattrs_next`, `rados_getxattrs_end`, `rados_aio_read_op_operate` |
 //! | listing | `rados_nobjects_list_open`, `rados_nobjects_list_next2`, `rados_nobjects_list_close` |
 //! | advisory locks | `rados_lock_exclusive`, `rados_list_lockers`, `rados_break_lock` |
+//! | watch/notify | `rados_watch2`, `rados_unwatch2`, `rados_watch_flush`, `rados_notify2`, `rados_notify_ack` |
 
 #![allow(non_camel_case_types)]
 
@@ -42,6 +43,20 @@ pub type rados_list_ctx_t = *mut c_void;
 pub type rados_xattrs_iter_t = *mut c_void;
 /// `typedef void (*rados_callback_t)(rados_completion_t cb, void *arg);`
 pub type rados_callback_t = Option<unsafe extern "C" fn(cb: rados_completion_t, arg: *mut c_void)>;
+
+/// `typedef void (*rados_watchcb2_t)(void *arg, uint64_t notify_id, uint64_t handle, uint64_t notifier_id, void *data, size_t data_len);`
+pub type rados_watchcb2_t = Option<
+    unsafe extern "C" fn(
+        arg: *mut c_void,
+        notify_id: u64,
+        handle: u64,
+        notifier_id: u64,
+        data: *mut c_void,
+        data_len: usize,
+    ),
+>;
+/// `typedef void (*rados_watcherrcb_t)(void *pre, uint64_t cookie, int err);`
+pub type rados_watcherrcb_t = Option<unsafe extern "C" fn(pre: *mut c_void, cookie: u64, err: c_int)>;
 
 /// `rados_write_op_create`: fail with -EEXIST if the object exists.
 pub const LIBRADOS_CREATE_EXCLUSIVE: c_int = 1;
@@ -345,5 +360,45 @@ extern "C" {
         name: *const c_char,
         client: *const c_char,
         cookie: *const c_char,
+    ) -> c_int;
+
+    // ---- watch/notify ---------------------------------------------------------------------
+
+    /// `int rados_watch2(rados_ioctx_t io, const char *o, uint64_t *cookie, rados_watchcb2_t watchcb, rados_watcherrcb_t watcherrcb, void *arg);`
+    pub fn rados_watch2(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        cookie: *mut u64,
+        watchcb: rados_watchcb2_t,
+        watcherrcb: rados_watcherrcb_t,
+        arg: *mut c_void,
+    ) -> c_int;
+
+    /// `int rados_unwatch2(rados_ioctx_t io, uint64_t cookie);`
+    pub fn rados_unwatch2(io: rados_ioctx_t, cookie: u64) -> c_int;
+
+    /// `int rados_watch_flush(rados_t cluster);`
+    /// Returns once every queued watch/notify callback has run.
+    pub fn rados_watch_flush(cluster: rados_t) -> c_int;
+
+    /// `int rados_notify2(rados_ioctx_t io, const char *o, const char *buf, int buf_len, uint64_t timeout_ms, char **reply_buffer, size_t *reply_buffer_len);`
+    pub fn rados_notify2(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        buf: *const c_char,
+        buf_len: c_int,
+        timeout_ms: u64,
+        reply_buffer: *mut *mut c_char,
+        reply_buffer_len: *mut usize,
+    ) -> c_int;
+
+    /// `int rados_notify_ack(rados_ioctx_t io, const char *o, uint64_t notify_id, uint64_t cookie, const char *buf, int buf_len);`
+    pub fn rados_notify_ack(
+        io: rados_ioctx_t,
+        o: *const c_char,
+        notify_id: u64,
+        cookie: u64,
+        buf: *const c_char,
+        buf_len: c_int,
     ) -> c_int;
 }

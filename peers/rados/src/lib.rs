@@ -118,15 +118,25 @@
 //! * `list` walks the whole namespace (RADOS has no index by prefix).
 //! * Locks are managed through this store only: a RADOS lock broken with `rados lock break`
 //!   leaves a holder record without a lock, which `lock_holder` then ignores and the next
-//!   acquisition replaces. Waiting for a lock is polling by the caller (the `ObjectStore`
-//!   trait has no waiting acquire), so watch/notify is not used.
+//!   acquisition replaces.
+//!
+//! # Waiting for a lock: watch/notify
+//!
+//! `lock_wait` watches the lock object (`rados_watch2`), then looks at its lockers: free
+//! already, it returns; otherwise it sleeps until a notify (or a watch error, after which
+//! notifies may have been lost) or its timeout, then unwatches and flushes the callbacks.
+//! `lock_release` (a release or a forced break) notifies the lock object's watchers
+//! (`rados_notify2`, waiting ≤ 500 ms for their acknowledgements; each watcher acknowledges
+//! in its callback). Watching before looking means no release is slept through. A never-taken
+//! lock has no object: the watch fails with `ENOENT` and the lock is free.
 //!
 //! # Tests
 //!
 //! The crate's tests run on a real throwaway cluster ([`test_cluster`]): the unchanged
 //! conformance suite (`tests/conformance.rs`, each case in a namespace of its own), and
 //! `tests/rados.rs` (large objects, fencing of a broken lock's holder while it writes,
-//! listing errors, the RADOS lock underneath, bad configurations, names at the limit).
+//! listing errors, the RADOS lock underneath, a lock waiter woken by the release's notify,
+//! bad configurations, names at the limit).
 
 mod cls_lock;
 mod error;
@@ -136,6 +146,7 @@ pub mod test_cluster;
 
 pub use error::{RadosError, Result};
 pub use rados::{
-    Cluster, Completed, ConnectOptions, IoCtx, LockInfo, Locker, ObjectList, ReadOp, ReadResult, WriteOp,
+    Cluster, Completed, ConnectOptions, IoCtx, LockInfo, Locker, ObjectList, ReadOp, ReadResult, Watch,
+    WriteOp,
 };
 pub use store::{RadosStore, RadosStoreOptions, LOCK_OBJECT_PREFIX, RADOS_LOCK_NAME};

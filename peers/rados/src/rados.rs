@@ -1,5 +1,5 @@
 //! The safe wrapper over librados: [`Cluster`], [`IoCtx`], compound [`ReadOp`]s and
-//! [`WriteOp`]s, object listing and lock inspection.
+//! [`WriteOp`]s, object listing, lock inspection, and watch/notify ([`Watch`]).
 //!
 //! Every object operation is submitted with the asynchronous API (`rados_aio_*` with a
 //! completion made by `rados_aio_create_completion2`) and the calling thread then waits on
@@ -9,7 +9,7 @@
 //! destination of a read) are borrowed for the call, which returns only once librados is
 //! done with them.
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::ptr;
@@ -670,6 +670,110 @@ impl IoCtx {
         };
         check(|| format!("breaking the lock of {client} on {oid:?}"), i64::from(ret)).map(drop)
     }
+}
+
+impl IoCtx {
+    /// Watches `oid` (`rados_watch2`): `on_event` runs on a librados thread for every notify
+    /// sent to the object (each is acknowledged right after) and when the watch fails (then
+    /// notifies may have been missed, so the watcher must look again). `ENOENT` if the object
+    /// does not exist. The watch ends when the returned guard is dropped.
+    pub fn watch(&self, oid: &CStr, on_event: impl Fn() + Send + Sync + 'static) -> Result<Watch<'_>> {
+        let state = Box::into_raw(Box::new(WatchState {
+            io: self.handle,
+            oid: oid.to_owned(),
+            on_event: Box::new(on_event),
+        }));
+        let mut cookie = 0u64;
+        // SAFETY: oid outlives the call; `state` stays allocated until the watch is removed and
+        // its callbacks flushed (Watch::drop), or until this call failed (then no callback
+        // was registered and it is freed here).
+        let ret = unsafe {
+            sys::rados_watch2(
+                self.handle,
+                oid.as_ptr(),
+                &mut cookie,
+                Some(watch_notified),
+                Some(watch_failed),
+                state.cast(),
+            )
+        };
+        if let Err(e) = check(|| format!("watching {oid:?}"), i64::from(ret)) {
+            // SAFETY: the watch was not registered, so no callback holds `state`.
+            drop(unsafe { Box::from_raw(state) });
+            return Err(e);
+        }
+        Ok(Watch { io: self, cookie, state })
+    }
+
+    /// Notifies the watchers of `oid` (`rados_notify2`), waiting up to `timeout` for their
+    /// acknowledgements. `ETIMEDOUT` if one did not acknowledge (a watcher that died), in which
+    /// case the others were still notified.
+    pub fn notify(&self, oid: &CStr, timeout: Duration) -> Result<()> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        // SAFETY: oid outlives the synchronous call; no payload and no reply buffer are asked for.
+        let ret = unsafe {
+            sys::rados_notify2(
+                self.handle,
+                oid.as_ptr(),
+                ptr::null(),
+                0,
+                timeout_ms,
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        check(|| format!("notifying the watchers of {oid:?}"), i64::from(ret)).map(drop)
+    }
+}
+
+/// What a watch's callbacks need; owned by its [`Watch`], shared with librados' threads.
+struct WatchState {
+    io: sys::rados_ioctx_t,
+    oid: CString,
+    on_event: Box<dyn Fn() + Send + Sync>,
+}
+
+/// A registered watch (see [`IoCtx::watch`]); unregistered when dropped.
+pub struct Watch<'io> {
+    io: &'io IoCtx,
+    cookie: u64,
+    state: *mut WatchState,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the cookie came from rados_watch2 on this context and is removed once. After
+        // rados_unwatch2 no new callback starts; rados_watch_flush waits for those already
+        // queued, so none holds `state` when it is freed.
+        unsafe {
+            sys::rados_unwatch2(self.io.handle, self.cookie);
+            sys::rados_watch_flush(self.io.cluster.handle);
+            drop(Box::from_raw(self.state));
+        }
+    }
+}
+
+unsafe extern "C" fn watch_notified(
+    arg: *mut c_void,
+    notify_id: u64,
+    cookie: u64,
+    _notifier_id: u64,
+    _data: *mut c_void,
+    _data_len: usize,
+) {
+    // SAFETY: `arg` is the WatchState registered with this watch, alive until the watch is
+    // removed and flushed (Watch::drop).
+    let state = unsafe { &*arg.cast::<WatchState>() };
+    (state.on_event)();
+    // SAFETY: the context outlives the watch (Watch borrows its IoCtx); the notify id and
+    // cookie are librados' own. Without this acknowledgement the notifier waits its timeout.
+    unsafe { sys::rados_notify_ack(state.io, state.oid.as_ptr(), notify_id, cookie, ptr::null(), 0) };
+}
+
+unsafe extern "C" fn watch_failed(arg: *mut c_void, _cookie: u64, _err: c_int) {
+    // SAFETY: as in watch_notified.
+    let state = unsafe { &*arg.cast::<WatchState>() };
+    (state.on_event)();
 }
 
 fn checked_len<'a>(oid: &CStr, data: &'a [u8]) -> Result<&'a [u8]> {

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use archip_store::{
@@ -30,6 +30,10 @@ const XATTR_GENERATION: &CStr = c"archip.generation";
 /// The lock object's xattr holding the current grant (`owner\ngeneration\nacquired_ms\n`),
 /// empty when the lock is free.
 const XATTR_HOLDER: &CStr = c"archip.holder";
+
+/// How long a release waits for the acquirers watching the lock to acknowledge its notify.
+/// They acknowledge at once; only a watcher that died meanwhile makes the release wait this.
+const RELEASE_NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Rounds of optimistic retries (a lost race on a lock's generation, an object that changed
 /// size while read whole) before giving up with `EAGAIN`.
@@ -533,7 +537,14 @@ impl ObjectStore for RadosStore {
             let mut op = WriteOp::new();
             op.exec(cls_lock::CLASS, cls_lock::METHOD_BREAK, input).setxattr(XATTR_HOLDER, b"");
             match self.io.operate_write(&oid, op) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // Wake the acquirers waiting in lock_wait. Best effort: one that misses it
+                    // (its watch failed) still looks again when its wait times out.
+                    if let Err(e) = self.io.notify(&oid, RELEASE_NOTIFY_TIMEOUT) {
+                        tracing::debug!(lock = lock.as_str(), error = %e, "notifying the lock's waiters");
+                    }
+                    return Ok(());
+                }
                 Err(e) if e.is(libc::ENOENT) => {} // that hold went meanwhile: look again
                 Err(e) => return Err(self.io_err(OP, lock.as_str(), e.errno())),
             }
@@ -543,6 +554,32 @@ impl ObjectStore for RadosStore {
 
     fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>> {
         self.holder("lock_holder", lock, &lock_oid(lock))
+    }
+
+    /// Watches the lock object, then looks at the lock: a release after that look notifies
+    /// the watch (lock_release), one before it is seen by the look, so none is slept through.
+    fn lock_wait(&self, lock: &ObjectName, timeout: Duration) -> Result<()> {
+        const OP: &str = "lock_wait";
+        let oid = lock_oid(lock);
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = Arc::clone(&released);
+        let watch = self.io.watch(&oid, move || {
+            *signal.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            signal.1.notify_all();
+        });
+        let _watch = match watch {
+            Ok(watch) => watch,
+            // No lock object: the lock was never taken, so it is free.
+            Err(e) if e.is(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(self.err(OP, lock.as_str(), e)),
+        };
+        if self.lockers(OP, lock, &oid)?.is_empty() {
+            return Ok(());
+        }
+        let (flag, cond) = &*released;
+        let notified = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = cond.wait_timeout_while(notified, timeout, |n| !*n).unwrap_or_else(PoisonError::into_inner);
+        Ok(())
     }
 
     fn create_exclusive(&self, name: &ObjectName, data: &[u8], _durability: Durability) -> Result<()> {

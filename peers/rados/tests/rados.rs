@@ -141,6 +141,37 @@ fn the_lock_is_a_rados_exclusive_lock_with_the_owner_as_cookie() {
     assert_eq!(a.list("").unwrap(), [name("still-alive")]);
 }
 
+/// A waiter on another client sleeps until the holder's release notifies its watch: it does
+/// not return before the release (no polling), and returns soon after it (not at its timeout).
+#[test]
+fn a_lock_waiter_is_woken_by_the_release_notify() {
+    let namespace = test_cluster::unique_namespace("wait");
+    let holder = store_on(&test_cluster::shared().connect(), &namespace);
+    let waiter = store_on(&test_cluster::shared().connect(), &namespace);
+    let lock = name("vol-wait");
+    holder.lock_acquire(&lock, "host-a/vlmcd").unwrap();
+    let released_at = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        let waiting = s.spawn(|| {
+            waiter.lock_wait(&lock, Duration::from_secs(120)).unwrap();
+            Instant::now()
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        *released_at.lock().unwrap() = Some(Instant::now());
+        holder.lock_release(&lock, "host-a/vlmcd", false).unwrap();
+        let woke = waiting.join().unwrap();
+        let released = released_at.lock().unwrap().unwrap();
+        assert!(woke >= released, "lock_wait returned {:?} before the release", released - woke);
+        assert!(
+            woke - released < Duration::from_secs(30),
+            "lock_wait returned {:?} after the release: the notify did not wake it",
+            woke - released
+        );
+        eprintln!("woken {:?} after the release", woke - released);
+    });
+    waiter.lock_acquire(&lock, "host-b/vlmcd").unwrap();
+}
+
 #[test]
 fn a_broken_lock_fences_its_old_holder() {
     let tc = test_cluster::shared();

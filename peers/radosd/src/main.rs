@@ -98,7 +98,7 @@ fn build(cli: &Cli) -> anyhow::Result<RadosBlocker> {
     let open = |pool: &str| -> anyhow::Result<BlockerPeer> {
         let store = RadosStore::open(&cluster, pool, &cli.namespace, RadosStoreOptions::default())?;
         store.check_access()?;
-        Ok(BlockerPeer::new(Arc::new(store)))
+        Ok(BlockerPeer::new(Arc::new(store), cli.peer.threads))
     };
     let data = open(&cli.pool)?;
     let map = match (&cli.map_pool, map_port) {

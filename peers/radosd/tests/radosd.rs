@@ -233,3 +233,57 @@ fn an_unreachable_cluster_fails_the_start_quickly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ceph.conf"), "{out:?}");
 }
+
+/// ACQUIRE without NOSYNC waits for the holder's release and is woken by it (watch/notify);
+/// while one waits, a second waiter finds no waiting slot free (threads − 1 = 1) and gets
+/// EBUSY at once instead of taking the last worker; ACQUIRE with no wait tries once.
+#[test]
+fn a_waiting_acquire_is_woken_by_another_hosts_release() {
+    let tc = test_cluster::shared();
+    let conf = tc.conf.to_str().unwrap();
+    let namespace = test_cluster::unique_namespace("radosd-wait");
+    let f = Fixture::new("wait");
+    let out = f.start(&[
+        "--portno-start",
+        "3",
+        "--threads",
+        "2",
+        "--conf",
+        conf,
+        "--pool",
+        test_cluster::POOL,
+        "--namespace",
+        &namespace,
+    ]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stderr), f.log());
+    // Host A holds the lock through its own connection.
+    let cluster = tc.connect();
+    let host_a =
+        RadosStore::open(&cluster, test_cluster::POOL, &namespace, RadosStoreOptions::default()).unwrap();
+    let lock = ObjectName::new("lock:vol").unwrap();
+    let held = host_a.lock_acquire(&lock, "host-a/vlmcd").unwrap();
+    // Tried once: busy.
+    assert_eq!(f.call(3, Op::Acquire, "lock:vol", 0, b"host-b/vlmcd", 0).0, libc::EBUSY);
+
+    let released_at = std::sync::Mutex::new(None::<Instant>);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            let answer = f.call(3, Op::Acquire, "lock:vol", 60_000, b"host-b/vlmcd", 0);
+            (answer, Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let second = f.call(3, Op::Acquire, "lock:vol", 60_000, b"host-c/vlmcd", 0);
+        let second_done = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        *released_at.lock().unwrap() = Some(Instant::now());
+        host_a.lock_release(&lock, "host-a/vlmcd", false).unwrap();
+        let released = released_at.lock().unwrap().unwrap();
+        assert_eq!(second.0, libc::EBUSY, "the second waiter");
+        assert!(second_done < released, "the second waiter waited instead of being refused a slot");
+        let ((errno, generation, _), woke) = first.join().unwrap();
+        assert_eq!(errno, 0, "the waiter got the lock");
+        assert!(generation > held.generation, "generation {generation} after {}", held.generation);
+        assert!(woke >= released, "the waiter got the lock before the release");
+    });
+    assert_eq!(host_a.lock_holder(&lock).unwrap().unwrap().owner, "host-b/vlmcd");
+}

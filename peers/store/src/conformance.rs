@@ -102,6 +102,7 @@ macro_rules! __archip_store_conformance_cases {
             lock_held_by_another_is_busy_with_the_holder,
             lock_release_by_non_owner_is_refused,
             lock_force_break,
+            lock_waiters_wake_on_release_and_break,
             lock_release_of_a_free_lock_is_not_found,
             lock_generation_strictly_increases,
             lock_owner_is_validated,
@@ -743,6 +744,43 @@ pub fn lock_force_break(store: &dyn ObjectStore) {
     // The holder itself may force too.
     store.lock_release(&l, "new-host/vlmcd", true).unwrap();
     assert_eq!(store.lock_holder(&l).unwrap(), None);
+}
+
+/// A waiter in `lock_wait` is woken by a release or a break: it gets the lock long before its
+/// own (generous) timeout. A lock nobody ever took does not make anybody wait.
+pub fn lock_waiters_wake_on_release_and_break(store: &dyn ObjectStore) {
+    const ASKED: Duration = Duration::from_secs(60);
+    const WITHIN: Duration = Duration::from_secs(20);
+    let l = uname("lock-wait");
+    let started = Instant::now();
+    store.lock_wait(&l, ASKED).unwrap();
+    assert!(started.elapsed() < WITHIN, "lock_wait on a never-taken lock waited {:?}", started.elapsed());
+    for force in [false, true] {
+        store.lock_acquire(&l, "holder-host/vlmcd").unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(200));
+                let by = if force { "admin" } else { "holder-host/vlmcd" };
+                store.lock_release(&l, by, force).unwrap();
+            });
+            let started = Instant::now();
+            loop {
+                match store.lock_acquire(&l, "waiting-host/vlmcd") {
+                    Ok(_) => break,
+                    Err(e) if busy(e.kind()) => {
+                        assert!(
+                            started.elapsed() < WITHIN,
+                            "force {force}: still waiting after {:?}: the release did not wake lock_wait",
+                            started.elapsed()
+                        );
+                        store.lock_wait(&l, ASKED).unwrap();
+                    }
+                    Err(e) => panic!("force {force}: acquiring after a wait: {e}"),
+                }
+            }
+        });
+        store.lock_release(&l, "waiting-host/vlmcd", false).unwrap();
+    }
 }
 
 pub fn lock_release_of_a_free_lock_is_not_found(store: &dyn ObjectStore) {

@@ -95,6 +95,9 @@ pub enum Durability {
 /// The largest end offset (offset + length) of any object range: `i64::MAX`, as for files.
 pub const MAX_OBJECT_END: u64 = i64::MAX as u64;
 
+/// How often the default [`ObjectStore::lock_wait`] looks at a lock again.
+pub const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Checks that `offset + len` does not pass [`MAX_OBJECT_END`]; returns the end.
 pub fn check_range(op: &'static str, name: &ObjectName, offset: u64, len: u64) -> Result<u64> {
     match offset.checked_add(len) {
@@ -161,6 +164,17 @@ pub trait ObjectStore: Send + Sync {
     /// Who holds `lock`, if anybody.
     fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>>;
 
+    /// Waits until `lock` may have been released or broken, or until `timeout` passed,
+    /// whichever is first; then the caller tries [`lock_acquire`](Self::lock_acquire) again.
+    /// Returning early is allowed (the caller waits again); sleeping through a release is
+    /// not. The default polls ([`LOCK_POLL`]); a store that can be told of a release (RADOS
+    /// watch/notify, a condition variable in memory) overrides it.
+    fn lock_wait(&self, lock: &ObjectName, timeout: std::time::Duration) -> Result<()> {
+        let _ = lock;
+        std::thread::sleep(timeout.min(LOCK_POLL));
+        Ok(())
+    }
+
     /// Creates `name` with `data`, atomically, only if it does not exist (else `Exists`):
     /// of two racing creators exactly one succeeds, on every host sharing the store. A store
     /// that cannot do this atomically answers `Unsupported` (callers then serialize creators
@@ -212,6 +226,9 @@ macro_rules! delegate_object_store {
             }
             fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>> {
                 (**self).lock_holder(lock)
+            }
+            fn lock_wait(&self, lock: &ObjectName, timeout: std::time::Duration) -> Result<()> {
+                (**self).lock_wait(lock, timeout)
             }
             fn create_exclusive(&self, name: &ObjectName, data: &[u8], durability: Durability) -> Result<()> {
                 (**self).create_exclusive(name, data, durability)

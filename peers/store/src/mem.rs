@@ -1,7 +1,8 @@
 //! [`MemStore`]: an in-memory object store with the full contract, for tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::{
     check_owner, check_prefix, check_range, now_unix_ms, ContentHasher, Durability, ErrorKind, LockGrant,
@@ -17,6 +18,8 @@ const CHUNK: u64 = 64 * 1024;
 #[derive(Default)]
 pub struct MemStore {
     inner: Mutex<Inner>,
+    /// Signalled whenever a lock is released or broken (wakes [`ObjectStore::lock_wait`]).
+    lock_released: Condvar,
 }
 
 #[derive(Default)]
@@ -255,11 +258,21 @@ impl ObjectStore for MemStore {
             return Err(StoreError::new("lock_release", lock.as_str(), ErrorKind::NotOwner { holder }));
         }
         inner.locks.remove(lock);
+        self.lock_released.notify_all();
         Ok(())
     }
 
     fn lock_holder(&self, lock: &ObjectName) -> Result<Option<LockRecord>> {
         Ok(self.inner().locks.get(lock).cloned())
+    }
+
+    fn lock_wait(&self, lock: &ObjectName, timeout: Duration) -> Result<()> {
+        let inner = self.inner();
+        let _ = self
+            .lock_released
+            .wait_timeout_while(inner, timeout, |inner| inner.locks.contains_key(lock))
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(())
     }
 }
 
