@@ -20,6 +20,31 @@ use crate::segment::{current_identity, owner_alive, Segment};
 use crate::signal::{Futex, FutexSignal, LinuxFutex, Signal, SignalWords};
 use crate::sync::Ordering;
 
+/// The spin of new ports: `$XSEG_SPIN_US` microseconds if set (read once), else
+/// [`DEFAULT_SPIN`].
+pub fn default_spin() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var("XSEG_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_SPIN, Duration::from_micros)
+    })
+}
+
+/// How long [`Segment::port_is_bound_cached`] trusts that a port's owner is alive.
+pub const LIVENESS_RECHECK: Duration = Duration::from_millis(100);
+/// Most (segment, port) entries one thread's liveness cache holds before it starts over.
+const LIVENESS_CACHE_MAX: usize = 256;
+
+type LivenessKey = (usize, u32);
+
+thread_local! {
+    /// Per thread: (segment, port) → (owner pid, its start time, when it was found alive).
+    static LIVENESS_CACHE: std::cell::RefCell<std::collections::HashMap<LivenessKey, (u32, u64, std::time::Instant)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// How long a waiter spins before it sleeps on the futex, by default.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
@@ -106,7 +131,7 @@ impl Segment {
                     seg: self.clone(),
                     no: port,
                     generation,
-                    signal: FutexSignal::new(DEFAULT_SPIN),
+                    signal: FutexSignal::new(default_spin()),
                     recent: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(NO_HINT)),
                     recent_next: std::sync::atomic::AtomicUsize::new(0),
                 })
@@ -126,6 +151,42 @@ impl Segment {
                 alive: owner_alive(owner, desc.owner_start_time.load(Ordering::Acquire)),
             }),
         }
+    }
+
+    /// [`port_is_bound`](Self::port_is_bound) for the data path: the owner word is read on
+    /// every call, but whether its process is alive (a read of `/proc/<pid>/stat`) is
+    /// looked up at most every [`LIVENESS_RECHECK`] per thread and port. A dead owner is
+    /// seen that much later; a port freed or taken over is seen at once.
+    pub fn port_is_bound_cached(&self, port: u32) -> bool {
+        if port >= self.geometry().nr_ports {
+            return false;
+        }
+        let desc = self.port_desc(port);
+        let pid = desc.owner_pid.load(Ordering::Acquire);
+        if pid == PORT_FREE || pid == PORT_RECOVERING {
+            return false;
+        }
+        let start_time = desc.owner_start_time.load(Ordering::Acquire);
+        let now = std::time::Instant::now();
+        let key = (self as *const Segment as usize, port);
+        LIVENESS_CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if let Some(&(p, s, at)) = cache.get(&key) {
+                if p == pid && s == start_time && now.duration_since(at) < LIVENESS_RECHECK {
+                    return true;
+                }
+            }
+            let alive = owner_alive(pid, start_time);
+            if alive {
+                if cache.len() >= LIVENESS_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(key, (pid, start_time, now));
+            } else {
+                cache.remove(&key);
+            }
+            alive
+        })
     }
 
     /// Whether some live process has `port` bound (a request sent there will be served).

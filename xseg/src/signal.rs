@@ -62,15 +62,75 @@ impl Futex for LinuxFutex {
     }
 }
 
-/// Spin for `spin`, then sleep on a futex. Generic over the futex so loom can model it.
+/// Spin, then sleep on a futex. Generic over the futex so loom can model it.
+///
+/// The spin adapts (like an adaptive mutex): a spin that found the condition doubles the
+/// next one, up to `spin`; one that ran out halves it, down to none. Waiters outnumber
+/// cores on a loaded host (every peer has worker threads, and these machines have two
+/// cores): there a spin mostly burns the time slice of the very thread it waits for, so it
+/// fades away; a pair of processes ping-ponging on idle cores keeps spinning at full length.
+/// While the spin is off, every [`PROBE_EVERY`]-th wait spins briefly to find out whether
+/// spinning pays again.
 pub struct FutexSignal<F> {
+    /// The longest a waiter spins.
     pub spin: Duration,
+    /// The current spin in nanoseconds (a hint shared by the port's waiters; not part of the
+    /// wake-up protocol, so a plain process-local atomic).
+    current_ns: std::sync::atomic::AtomicU64,
+    waits: std::sync::atomic::AtomicU32,
     _futex: std::marker::PhantomData<F>,
 }
 
+/// While spinning is off, one wait in this many spins (for a probe's length).
+pub const PROBE_EVERY: u32 = 32;
+/// The shortest spin worth its clock reads; below it the spin is off.
+const SPIN_MIN_NS: u64 = 1_000;
+
 impl<F> FutexSignal<F> {
     pub const fn new(spin: Duration) -> Self {
-        FutexSignal { spin, _futex: std::marker::PhantomData }
+        FutexSignal {
+            spin,
+            current_ns: std::sync::atomic::AtomicU64::new(spin.as_nanos() as u64),
+            waits: std::sync::atomic::AtomicU32::new(0),
+            _futex: std::marker::PhantomData,
+        }
+    }
+
+    /// How long this wait spins.
+    fn spin_now(&self) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        let max = self.spin.as_nanos() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        let current = self.current_ns.load(Relaxed);
+        if current >= SPIN_MIN_NS {
+            return Duration::from_nanos(current);
+        }
+        if self.waits.fetch_add(1, Relaxed) % PROBE_EVERY == 0 {
+            return Duration::from_nanos((max / 8).max(SPIN_MIN_NS));
+        }
+        Duration::ZERO
+    }
+
+    /// Adapts the spin after a wait spun for `spun`: found the condition or not.
+    fn spun(&self, spun: Duration, found: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let max = self.spin.as_nanos() as u64;
+        let current = self.current_ns.load(Relaxed);
+        let next = if found {
+            (current.max(spun.as_nanos() as u64) * 2).clamp(SPIN_MIN_NS, max)
+        } else if current / 2 < SPIN_MIN_NS {
+            0
+        } else {
+            current / 2
+        };
+        self.current_ns.store(next, Relaxed);
+    }
+
+    /// The current spin (for tests and reports).
+    pub fn current_spin(&self) -> Duration {
+        Duration::from_nanos(self.current_ns.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -84,17 +144,20 @@ impl<F: Futex> Signal for FutexSignal<F> {
             return true;
         }
         let start = Instant::now();
-        if !self.spin.is_zero() {
+        let spin = self.spin_now().min(timeout);
+        if !spin.is_zero() {
             // One pause between checks (a pause can cost ~100 cycles on recent x86, so a
             // burst of them would add microseconds of latency); the clock every 64 checks.
             'spin: loop {
                 for _ in 0..64 {
                     crate::sync::spin_hint();
                     if ready() {
+                        self.spun(start.elapsed(), true);
                         return true;
                     }
                 }
-                if start.elapsed() >= self.spin.min(timeout) {
+                if start.elapsed() >= spin {
+                    self.spun(spin, false);
                     break 'spin;
                 }
             }
@@ -169,6 +232,37 @@ mod tests {
         let words = SignalWords { wake_seq: &seq, sleepers: &sleepers };
         assert!(!signal.wait_until(words, &mut || false, Duration::from_millis(20)));
         assert_eq!(sleepers.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn the_spin_fades_when_it_does_not_pay_and_returns_when_it_does() {
+        let seq = AtomicU32::new(0);
+        let sleepers = AtomicU32::new(0);
+        let max = Duration::from_micros(40);
+        let signal = FutexSignal::<LinuxFutex>::new(max);
+        let words = SignalWords { wake_seq: &seq, sleepers: &sleepers };
+        assert_eq!(signal.current_spin(), max);
+        // Nothing ever arrives while spinning: each wait halves the spin, then it is off.
+        for _ in 0..10 {
+            signal.wait_until(words, &mut || false, Duration::from_millis(1));
+        }
+        assert_eq!(signal.current_spin(), Duration::ZERO);
+        // The condition turns true during the spin of a probe: the spin grows back.
+        let mut grew = false;
+        for _ in 0..(4 * PROBE_EVERY) {
+            let mut checks = 0;
+            signal.wait_until(
+                words,
+                &mut || {
+                    checks += 1;
+                    checks > 10
+                },
+                Duration::from_millis(1),
+            );
+            grew |= signal.current_spin() > Duration::ZERO;
+        }
+        assert!(grew, "a probe that found the condition re-enabled spinning");
+        assert!(signal.current_spin() <= max);
     }
 
     #[test]

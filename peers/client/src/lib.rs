@@ -547,7 +547,7 @@ impl Client {
 
     /// Sends `req` to vlmcd; fails at once if vlmcd's port is not bound.
     fn send(&self, req: Request) -> Result<()> {
-        if !self.port.segment().port_is_bound(self.vlmcd) {
+        if !self.port.segment().port_is_bound_cached(self.vlmcd) {
             self.port.put_request(req);
             return Err(xseg::Error::PortNotBound { port: self.vlmcd }.into());
         }

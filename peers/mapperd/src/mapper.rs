@@ -362,8 +362,9 @@ impl Mapper {
     }
 
     /// The blocks of `[offset, offset+size)` as (block, offset in block, length).
-    fn pieces(header: &MapHeader, offset: u64, size: u64) -> impl Iterator<Item = (u64, u64, u64)> {
-        let bs = header.block_size();
+    /// The pieces of `[offset, offset + size)` per block of `bs` bytes: (block, offset in
+    /// the block, length).
+    fn pieces(bs: u64, offset: u64, size: u64) -> impl Iterator<Item = (u64, u64, u64)> {
         let end = offset + size;
         (offset / bs..end.div_ceil(bs)).map(move |block| {
             let start = (block * bs).max(offset);
@@ -377,7 +378,7 @@ impl Mapper {
         let mut st = volume.state.lock().expect("poisoned");
         Self::check_range(&st, offset, size)?;
         let mut extents: Vec<(Option<String>, u64, u64)> = Vec::new();
-        for (block, at, len) in Self::pieces(&st.header.clone(), offset, size) {
+        for (block, at, len) in Self::pieces(st.header.block_size(), offset, size) {
             let entry = self.entry(name, &mut st, block)?;
             extents.push((self.object_of(name, &mut st, block, entry)?, at, len));
         }
@@ -439,7 +440,7 @@ impl Mapper {
         let mut st = volume.state.lock().expect("poisoned");
         Self::check_range(&st, offset, size)?;
         let mut extents = Vec::new();
-        for (block, at, len) in Self::pieces(&st.header.clone(), offset, size) {
+        for (block, at, len) in Self::pieces(st.header.block_size(), offset, size) {
             let (object, relocked) = self.make_own(name, &volume, st, block)?;
             st = relocked;
             extents.push((Some(object), at, len));
@@ -456,7 +457,7 @@ impl Mapper {
         let block_size = st.header.block_size();
         let volume_size = st.header.size_bytes();
         let mut extents = Vec::new();
-        for (block, at, len) in Self::pieces(&st.header.clone(), offset, size) {
+        for (block, at, len) in Self::pieces(st.header.block_size(), offset, size) {
             let entry = self.entry(name, &mut st, block)?;
             if entry == Entry::Zero {
                 continue;

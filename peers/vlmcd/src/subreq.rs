@@ -141,7 +141,7 @@ pub fn run(
                 if !matches!(states[i], State::Todo | State::Ready(_)) {
                     continue;
                 }
-                if !seg.port_is_bound(sub.dst) {
+                if !seg.port_is_bound_cached(sub.dst) {
                     note_trouble(&mut trouble, sub.dst, "its port is not bound");
                     blocked = true;
                     break;
@@ -196,7 +196,7 @@ pub fn run(
         let dead_dst = subs
             .iter()
             .zip(&states)
-            .find(|(sub, s)| matches!(s, State::Flying { .. }) && !seg.port_is_bound(sub.dst));
+            .find(|(sub, s)| matches!(s, State::Flying { .. }) && !seg.port_is_bound_cached(sub.dst));
         if let Some((sub, _)) = dead_dst {
             // What a dead peer had comes back (ECONNABORTED) only when it restarts.
             note_trouble(&mut trouble, sub.dst, "it died with requests in flight");
