@@ -373,7 +373,9 @@ impl Mapper {
         })
     }
 
-    fn map_read(&self, name: &str, offset: u64, size: u64, out: &mut [u8]) -> Result<u64> {
+    /// The extents of a read, and whether they may be cached (this host holds the volume and
+    /// is not fenced, or it is a snapshot).
+    fn map_read(&self, name: &str, offset: u64, size: u64, out: &mut [u8]) -> Result<(u64, bool)> {
         let volume = self.volume_for_read(name)?;
         let mut st = volume.state.lock().expect("poisoned");
         Self::check_range(&st, offset, size)?;
@@ -382,7 +384,8 @@ impl Mapper {
             let entry = self.entry(name, &mut st, block)?;
             extents.push((self.object_of(name, &mut st, block, entry)?, at, len));
         }
-        encode(&extents, out)
+        let cacheable = st.header.is_snapshot() || (st.generation.is_some() && !st.fenced);
+        Ok((encode(&extents, out)?, cacheable))
     }
 
     /// Makes `block` writable by the volume (copy-on-write), returning its object.
@@ -822,7 +825,13 @@ impl Mapper {
         };
         match op {
             Op::Ping => Ok(0),
-            Op::MapRead => self.map_read(&target, offset, size, window),
+            Op::MapRead => {
+                let (answer, cacheable) = self.map_read(&target, offset, size, window)?;
+                if cacheable {
+                    port.edit(req).set_flags(flag_word | archip_proto::MAPPING_CACHEABLE);
+                }
+                Ok(answer)
+            }
             Op::MapWrite => self.map_write(&target, offset, size, window),
             Op::Discard | Op::WriteZeroes => self.discard(&target, offset, size, window),
             Op::Create => {

@@ -31,8 +31,14 @@
 //! block of the range writable by this volume (copy-on-write), so all its extents are
 //! objects. DISCARD turns whole blocks into zero blocks and answers with the extents of the
 //! partial pieces still to be zeroed. An extent list larger than the window is EOVERFLOW.
+//! A MAPR answer carries [`MAPPING_CACHEABLE`] in its flags when this host holds the
+//! volume (or it is a snapshot): no other host changes its map, so vlmcd may cache it.
 
 use serde::{Deserialize, Serialize};
+
+/// Reply flag of MAPR: the volume is held by this host or is a snapshot, so the mapping
+/// may be cached until the volume changes through this host (above the request flags).
+pub const MAPPING_CACHEABLE: u32 = 1 << 16;
 
 /// The default static ports of a host's peers.
 pub mod ports {

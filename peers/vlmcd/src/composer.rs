@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use archip_peer::{Peer, PeerIo};
-use archip_proto::decode_extents;
+use archip_proto::{decode_extents, VolumeInfo, MAPPING_CACHEABLE};
 use xseg::{flags, Incoming, Op, Port, Segment, TARGET_LEN_MAX};
 
+use crate::mapcache::{MapCache, Piece as MapExtent};
 use crate::subreq::{self, Failure, Retry, Sub, Timing, Window};
 use crate::volumes::Volumes;
 
@@ -19,6 +20,8 @@ const MAP_WINDOW_MIN: u64 = 64 << 10;
 /// Room for one encoded extent: 20 bytes of header and a name (map object names are at
 /// most 71 bytes long).
 const EXTENT_BYTES_MAX: u64 = 20 + 76;
+/// Room for a volume's INFO answer (JSON).
+const INFO_WINDOW: u64 = 8 << 10;
 /// Smallest block the mapper supports (block_shift 12), to bound the extents of a range.
 const BLOCK_MIN: u64 = 4096;
 
@@ -79,19 +82,19 @@ pub struct Composer {
     /// peer: a thread-local port would be left by a thread-local destructor, which may still
     /// be running when the process exits.
     sub_ports: Mutex<Vec<Port>>,
-}
-
-/// One piece of a range, decoded from the mapper's answer.
-#[derive(Debug)]
-struct MapExtent {
-    object: Option<String>,
-    object_offset: u64,
-    len: u64,
+    /// Read mappings of the volumes this host holds (see `mapcache`).
+    cache: MapCache,
 }
 
 impl Composer {
     pub fn new(seg: &Arc<Segment>, config: Config) -> Composer {
-        Composer { seg: seg.clone(), config, volumes: Volumes::default(), sub_ports: Mutex::default() }
+        Composer {
+            seg: seg.clone(),
+            config,
+            volumes: Volumes::default(),
+            sub_ports: Mutex::default(),
+            cache: MapCache::default(),
+        }
     }
 
     fn timing(&self) -> Timing {
@@ -213,7 +216,8 @@ impl Composer {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.read_once(port, req, name, offset, size) {
+            // The second attempt asks the mapper, whatever the cache says.
+            match self.read_once(port, req, name, offset, size, attempt == 1) {
                 Err(f) if f.object_missing && attempt == 1 => {
                     tracing::debug!(volume = name, cause = %f.cause, "object gone; reading the map again");
                 }
@@ -229,8 +233,28 @@ impl Composer {
         name: &str,
         offset: u64,
         size: u64,
+        use_cache: bool,
     ) -> Result<u64, Failure> {
-        let extents = self.map(port, req, Op::MapRead, name, offset, size, 0)?;
+        let cached = if use_cache { self.cache.lookup(name, offset, size) } else { None };
+        let extents = match cached {
+            Some(extents) => extents,
+            None => {
+                if self.cache.wants_geometry(name) {
+                    self.learn_geometry(port, req, name);
+                }
+                let ticket = self.cache.read_ticket(name);
+                let (extents, cacheable) = self
+                    .map(port, req, Op::MapRead, name, offset, size, 0)
+                    .inspect_err(|_| self.cache.forget(name))?;
+                covers_exactly(&extents, size)?;
+                match ticket {
+                    Some(ticket) => self.cache.keep_read(name, ticket, cacheable, offset, &extents),
+                    None if cacheable => self.cache.want(name),
+                    None => {}
+                }
+                extents
+            }
+        };
         covers_exactly(&extents, size)?;
         // Zero blocks are served here, before any object read shares the window.
         let data =
@@ -258,8 +282,12 @@ impl Composer {
         fua: u32,
     ) -> Result<u64, Failure> {
         let _io = self.volumes.io(name);
-        let extents = self.map(port, req, Op::MapWrite, name, offset, size, fua)?;
+        let mutation = self.cache.mutation(name, offset, size);
+        let (extents, _) = self
+            .map(port, req, Op::MapWrite, name, offset, size, fua)
+            .inspect_err(|_| self.cache.forget(name))?;
         covers_exactly(&extents, size)?;
+        self.cache.keep_write(&mutation, offset, &extents);
         let mut subs = Vec::with_capacity(extents.len());
         let mut at = 0u64;
         for e in extents {
@@ -285,7 +313,10 @@ impl Composer {
         fua: u32,
     ) -> Result<u64, Failure> {
         let _io = self.volumes.io(name);
-        let extents = self.map(port, req, Op::Discard, name, offset, size, fua)?;
+        let _mutation = self.cache.mutation(name, offset, size);
+        let (extents, _) = self
+            .map(port, req, Op::Discard, name, offset, size, fua)
+            .inspect_err(|_| self.cache.forget(name))?;
         let covered: u64 = extents.iter().map(|e| e.len).sum();
         if covered > size {
             return Err(Failure::fault(
@@ -342,6 +373,34 @@ impl Composer {
         window: u64,
     ) -> Result<u64, Failure> {
         let _drained = matches!(op, Op::Snapshot | Op::Close | Op::Delete).then(|| self.volumes.drain(name));
+        // Whatever changes a volume's map or its lock ends its cached mappings, before and
+        // after (a read's lookup racing the op is not kept: forgetting bumps its sequence).
+        let changes = !matches!(op, Op::Info | Op::List | Op::Open);
+        if changes {
+            self.cache.forget(name);
+        }
+        let result = self.forward_to_mapper(port, req, op, name, offset, size, flag_word, window);
+        if changes {
+            self.cache.forget(name);
+        }
+        if op == Op::Open && result.is_ok() {
+            self.cache.want(name);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_to_mapper(
+        &self,
+        port: &Port,
+        req: &mut Incoming,
+        op: Op,
+        name: &str,
+        offset: u64,
+        size: u64,
+        flag_word: u32,
+        window: u64,
+    ) -> Result<u64, Failure> {
         let sub = Sub {
             dst: self.config.mapper_port,
             op,
@@ -384,7 +443,8 @@ impl Composer {
         Ok(answer.0)
     }
 
-    /// Asks the mapper (MAPR, MAPW or DISCARD) for the extents of a range.
+    /// Asks the mapper (MAPR, MAPW or DISCARD) for the extents of a range; also whether
+    /// the answer is flagged [`MAPPING_CACHEABLE`].
     #[allow(clippy::too_many_arguments)]
     fn map(
         &self,
@@ -395,7 +455,7 @@ impl Composer {
         offset: u64,
         size: u64,
         flag_word: u32,
-    ) -> Result<Vec<MapExtent>, Failure> {
+    ) -> Result<(Vec<MapExtent>, bool), Failure> {
         let sub = Sub {
             dst: self.config.mapper_port,
             op,
@@ -406,6 +466,7 @@ impl Composer {
             window: Window::Own(self.map_window(op, size)),
         };
         let mut extents = Vec::new();
+        let mut cacheable = false;
         subreq::run(
             port,
             req,
@@ -423,10 +484,47 @@ impl Composer {
                         format!("malformed {} answer from the mapper: {why}", op.name()),
                     )
                 })?;
+                cacheable = port.view(reply).flags() & MAPPING_CACHEABLE != 0;
                 Ok(())
             },
         )?;
-        Ok(extents)
+        Ok((extents, cacheable))
+    }
+
+    /// Asks the mapper for a volume's block size and size (INFO), which the cache needs to
+    /// place blocks. On any failure nothing is cached for the volume yet.
+    fn learn_geometry(&self, port: &Port, req: &Incoming, name: &str) {
+        let sub = Sub {
+            dst: self.config.mapper_port,
+            op: Op::Info,
+            target: name.to_string(),
+            offset: 0,
+            size: 0,
+            flags: 0,
+            window: Window::Own(INFO_WINDOW),
+        };
+        let mut geometry = None;
+        let asked = subreq::run(
+            port,
+            req,
+            std::slice::from_ref(&sub),
+            Retry::Idempotent,
+            self.timing(),
+            &|_, errno| mapper_failure(Op::Info, errno),
+            &mut |_, reply| {
+                let n = port.view(reply).serviced() as usize;
+                let window = port.data(reply).map_err(|e| Failure::fault(libc::EIO, e.to_string()))?;
+                geometry = window
+                    .get(..n)
+                    .and_then(|json| serde_json::from_slice::<VolumeInfo>(json).ok())
+                    .map(|info| (info.block_size_bytes, info.size_bytes));
+                Ok(())
+            },
+        );
+        match (asked, geometry) {
+            (Ok(()), Some((block_size, size))) => self.cache.set_geometry(name, block_size, size),
+            _ => tracing::debug!(volume = name, "no geometry for the map cache"),
+        }
     }
 
     /// The window for the extent list of a `size`-byte range: room for one extent per

@@ -44,6 +44,7 @@
 //! is logged once (warnings throttled to 10 a second).
 
 mod composer;
+mod mapcache;
 mod subreq;
 mod volumes;
 

@@ -261,6 +261,80 @@ fn random_io_across_objects_matches_a_reference() {
     assert_eq!(errno_of(client.write("vol1", size - 1, &[1, 2], false)), libc::EINVAL);
 }
 
+/// Reads of a held volume are served from vlmcd's map cache (the mapper sees no request for
+/// them), and the cache follows every change made through this host: overwrites, copy-on-
+/// write after a snapshot, discards, clones, resizes, renames.
+#[test]
+fn cached_mappings_serve_reads_and_follow_every_change() {
+    let host = start("mapcache", options(&[]));
+    let mut client = host.client();
+    let size = 8 * BLOCK;
+    client.create("vol", size, &SMALL_BLOCKS).unwrap();
+    let mut reference = pattern(1, size as usize);
+    client.write("vol", 0, &reference, false).unwrap();
+    let read = |client: &mut Client, name: &str, offset: u64, len: usize| {
+        let mut got = vec![0u8; len];
+        client.read(name, offset, &mut got).unwrap();
+        got
+    };
+    // Warm: every block looked up once (the first read also learns the geometry).
+    for _ in 0..2 {
+        assert_same(&read(&mut client, "vol", 0, size as usize), &reference, "warming");
+    }
+    let mapper_requests = host.served(ports::MAPPERD);
+    for round in 0..50u64 {
+        let offset = (round * 7919) % (size - 4096);
+        let got = read(&mut client, "vol", offset, 4096);
+        assert_same(&got, &reference[offset as usize..offset as usize + 4096], "cached read");
+    }
+    assert_eq!(host.served(ports::MAPPERD), mapper_requests, "cached reads asked the mapper");
+
+    // Overwrite, then copy-on-write after a snapshot: reads follow, the snapshot keeps the old.
+    let data = pattern(2, 5000);
+    client.write("vol", BLOCK - 100, &data, false).unwrap();
+    reference[(BLOCK - 100) as usize..(BLOCK - 100) as usize + 5000].copy_from_slice(&data);
+    assert_same(&read(&mut client, "vol", 0, size as usize), &reference, "after an overwrite");
+    client.snapshot("vol", "snap").unwrap();
+    let before = reference.clone();
+    let data = pattern(3, 3 * BLOCK as usize);
+    client.write("vol", 2 * BLOCK + 1, &data, false).unwrap();
+    reference[(2 * BLOCK + 1) as usize..(5 * BLOCK + 1) as usize].copy_from_slice(&data);
+    for _ in 0..2 {
+        assert_same(&read(&mut client, "vol", 0, size as usize), &reference, "after copy-on-write");
+        assert_same(&read(&mut client, "snap", 0, size as usize), &before, "the snapshot");
+    }
+    // Discard and write-zeroes: the blocks read as zeros at once.
+    client.discard("vol", 3 * BLOCK, 2 * BLOCK).unwrap();
+    reference[(3 * BLOCK) as usize..(5 * BLOCK) as usize].fill(0);
+    client.write_zeroes("vol", 10, 20).unwrap();
+    reference[10..30].fill(0);
+    for _ in 0..2 {
+        assert_same(&read(&mut client, "vol", 0, size as usize), &reference, "after discards");
+    }
+    // A clone of the snapshot, written: neither it nor the volume sees the other's writes.
+    client.clone_volume("clone", "snap", None).unwrap();
+    let mut clone_reference = before.clone();
+    client.write("clone", 0, &pattern(4, 4096), false).unwrap();
+    clone_reference[..4096].copy_from_slice(&pattern(4, 4096));
+    for _ in 0..2 {
+        assert_same(&read(&mut client, "clone", 0, size as usize), &clone_reference, "the clone");
+        assert_same(&read(&mut client, "vol", 0, size as usize), &reference, "the volume");
+    }
+    // Resize (grow: new blocks read as zeros, and the end moves) and rename.
+    client.resize("vol", size + BLOCK, false).unwrap();
+    reference.resize((size + BLOCK) as usize, 0);
+    assert_same(&read(&mut client, "vol", 0, (size + BLOCK) as usize), &reference, "after a resize");
+    // Renaming needs the volume closed (released by this host).
+    client.close("vol").unwrap();
+    client.rename("vol", "renamed").unwrap();
+    assert_same(&read(&mut client, "renamed", 0, (size + BLOCK) as usize), &reference, "renamed");
+    assert_eq!(errno_of(client.read("vol", 0, &mut [0u8; 10])), libc::ENOENT, "the old name");
+    // A new volume under the old name reads as its own (zeros), not the cached old one.
+    client.create("vol", size, &SMALL_BLOCKS).unwrap();
+    assert_same(&read(&mut client, "vol", 0, size as usize), &vec![0u8; size as usize], "a new vol");
+    assert_same(&read(&mut client, "renamed", 0, (size + BLOCK) as usize), &reference, "still renamed");
+}
+
 #[test]
 fn fua_flush_discard_and_write_zeroes() {
     let host = start("zeroes", options(&[]));
