@@ -21,6 +21,16 @@
 //!
 //! Needs root (FUSE mounts), `fio`, `qemu-storage-daemon`, `bindfs`, `fusermount3`, and the
 //! workspace's release binaries (the daemons and `archip-fuse`).
+//!
+//! `--store rados`: the stack's blocker is `archip-radosd` (maps and data) on the throwaway
+//! Ceph test cluster (`archip_rados::test_cluster`: one monitor, one memstore OSD), and the
+//! anchor is Ceph's own `rados bench` on the same pool (another namespace), 4 KiB writes
+//! then random reads of them with `--rados-in-flight` (16) in flight, then its cleanup.
+//! archip-fuse is measured with fio 4 KiB random read and write at the same depth
+//! (O_DIRECT, libaio) on a filled volume. The two alternate for `--rounds` rounds (the
+//! machine is shared: a burst of load then hits both) and the medians are compared; then a
+//! verifying pass (`verify=crc32c` at that depth). Target (SPEC §8): ≥ 0.7× `rados bench`.
+//! Needs root, `fio`, `fusermount3` and `ceph-mon ceph-osd ceph-common`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,21 +40,37 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use archip_proto::{ports, CreateOptions, VolumeInfo};
-use archip_testkit::{Stack, StackOptions};
+use archip_rados::test_cluster;
+use archip_testkit::{RadosOptions, Role, Stack, StackOptions};
 use serde_json::{json, Value};
+
+use crate::rados::RadosBench;
+use crate::report::{ratio, targets, TargetRow};
+use crate::support::{have, start_stack};
+
+/// Where the benchmarked volume is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    /// archip-filed on a local directory; anchors qemu-storage-daemon, bindfs, the raw file.
+    File,
+    /// archip-radosd on the throwaway Ceph test cluster; anchor `rados bench`.
+    Rados,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct FuseArgs {
-    /// Print one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
-    /// Size of the volume and of each raw file, in MiB.
-    #[arg(long = "size-mib", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(64..=65_536))]
-    size_mib: u64,
-    /// Seconds each fio measurement runs.
-    #[arg(long = "runtime-s", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
-    runtime_s: u64,
-    /// Queue depth of the 1 MiB sequential runs.
+    /// Where the volume is stored (and so which anchors it runs beside).
+    #[arg(long, value_enum, default_value_t = Store::File)]
+    pub store: Store,
+    /// Size of the volume and of each raw file, in MiB [default: 1024 with `--store file`,
+    /// 256 with `--store rados` (the memstore OSD keeps it in RAM)].
+    #[arg(long = "size-mib", value_parser = clap::value_parser!(u64).range(64..=65_536))]
+    size_mib: Option<u64>,
+    /// Seconds each fio measurement (and each `rados bench` phase) runs [default: 10 with
+    /// `--store file`, 5 with `--store rados`].
+    #[arg(long = "runtime-s", value_parser = clap::value_parser!(u64).range(1..=600))]
+    runtime_s: Option<u64>,
+    /// Queue depth of the 1 MiB sequential runs (`--store file`).
     #[arg(long = "seq-depth", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     seq_depth: u32,
     /// Bytes the verifying pass writes and checks on each path, in MiB.
@@ -56,6 +82,29 @@ pub struct FuseArgs {
     /// FUSE threads of archip-fuse.
     #[arg(long = "fuse-threads", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     fuse_threads: u32,
+    /// With `--store rados`: rounds of (archip-fuse, rados bench), alternating; the medians
+    /// are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// With `--store rados`: requests in flight, for fio (`iodepth`) and `rados bench` (`-t`).
+    #[arg(long = "rados-in-flight", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    rados_in_flight: u32,
+}
+
+impl FuseArgs {
+    fn runtime_s(&self) -> u64 {
+        self.runtime_s.unwrap_or(match self.store {
+            Store::File => 10,
+            Store::Rados => 5,
+        })
+    }
+
+    fn size_mib(&self) -> u64 {
+        self.size_mib.unwrap_or(match self.store {
+            Store::File => 1024,
+            Store::Rados => 256,
+        })
+    }
 }
 
 /// One measured path.
@@ -73,10 +122,6 @@ struct Figures {
     randwrite_iops: f64,
     verify_ok: bool,
     verify_note: String,
-}
-
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 /// Runs fio with `args` on `file` and returns its JSON report.
@@ -131,28 +176,26 @@ fn fill(file: &Path, size: u64) -> anyhow::Result<()> {
         .map(drop)
 }
 
-fn measure(file: &Path, args: &FuseArgs) -> anyhow::Result<Figures> {
-    let size = format!("--size={}", args.size_mib << 20);
-    let seq_depth = format!("--iodepth={}", args.seq_depth);
-    let mut f = Figures::default();
-    let run = |rw: &str, bs: &str, depth: &str| -> anyhow::Result<Value> {
-        let mut a = vec![size.clone(), format!("--rw={rw}"), format!("--bs={bs}"), depth.to_string()];
-        a.extend(timed(args.runtime_s));
-        a.push("--randrepeat=0".into());
-        fio(file, &a)
-    };
-    f.seqwrite_mibs = mibs(&run("write", "1M", &seq_depth)?, "write");
-    f.seqread_mibs = mibs(&run("read", "1M", &seq_depth)?, "read");
-    f.randread_iops = iops(&run("randread", "4k", "--iodepth=32")?, "read");
-    f.randwrite_iops = iops(&run("randwrite", "4k", "--iodepth=32")?, "write");
-    // The verifying pass: random writes at QD32 with checksums, then every block read back.
+/// 4 KiB random IOPS of `rw` (`randread` or `randwrite`) over the first `size` bytes of
+/// `file` at `depth`, for `runtime_s`.
+fn random_iops(file: &Path, size: u64, rw: &str, depth: u32, runtime_s: u64) -> anyhow::Result<f64> {
+    let mut a =
+        vec![format!("--size={size}"), format!("--rw={rw}"), "--bs=4k".into(), format!("--iodepth={depth}")];
+    a.extend(timed(runtime_s));
+    a.push("--randrepeat=0".into());
+    Ok(iops(&fio(file, &a)?, if rw == "randread" { "read" } else { "write" }))
+}
+
+/// The verifying pass: random 4 KiB writes at `depth` with checksums over `verify_mib`,
+/// then every block read back and checked by fio. Returns (ok, what happened).
+fn verify(file: &Path, verify_mib: u64, depth: u32) -> (bool, String) {
     let verify = fio(
         file,
         &[
-            format!("--size={}", args.verify_mib << 20),
+            format!("--size={}", verify_mib << 20),
             "--rw=randwrite".into(),
             "--bs=4k".into(),
-            "--iodepth=32".into(),
+            format!("--iodepth={depth}"),
             "--verify=crc32c".into(),
             "--do_verify=1".into(),
             "--verify_fatal=1".into(),
@@ -163,16 +206,32 @@ fn measure(file: &Path, args: &FuseArgs) -> anyhow::Result<Figures> {
     match verify {
         Ok(report) => {
             let verified = report["jobs"][0]["read"]["io_bytes"].as_u64().unwrap_or(0);
-            f.verify_ok = verified >= args.verify_mib << 20;
-            f.verify_note = format!("{} MiB written and verified", verified >> 20);
+            (verified >= verify_mib << 20, format!("{} MiB written and verified", verified >> 20))
         }
         Err(e) => {
             // The first line of fio's complaint (a corrupting path prints one per block).
             let e = format!("{e:#}");
-            f.verify_ok = false;
-            f.verify_note = e.lines().next().unwrap_or("").to_string();
+            (false, e.lines().next().unwrap_or("").to_string())
         }
     }
+}
+
+fn measure(file: &Path, args: &FuseArgs) -> anyhow::Result<Figures> {
+    let size_bytes = args.size_mib() << 20;
+    let size = format!("--size={size_bytes}");
+    let seq_depth = format!("--iodepth={}", args.seq_depth);
+    let mut f = Figures::default();
+    let run = |rw: &str, bs: &str, depth: &str| -> anyhow::Result<Value> {
+        let mut a = vec![size.clone(), format!("--rw={rw}"), format!("--bs={bs}"), depth.to_string()];
+        a.extend(timed(args.runtime_s()));
+        a.push("--randrepeat=0".into());
+        fio(file, &a)
+    };
+    f.seqwrite_mibs = mibs(&run("write", "1M", &seq_depth)?, "write");
+    f.seqread_mibs = mibs(&run("read", "1M", &seq_depth)?, "read");
+    f.randread_iops = random_iops(file, size_bytes, "randread", 32, args.runtime_s())?;
+    f.randwrite_iops = random_iops(file, size_bytes, "randwrite", 32, args.runtime_s())?;
+    (f.verify_ok, f.verify_note) = verify(file, args.verify_mib, 32);
     Ok(f)
 }
 
@@ -349,22 +408,48 @@ fn archip_fuse(stack: &Stack, threads: u32) -> anyhow::Result<ArchipMount> {
     Ok(ArchipMount { mnt })
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 {
-        (a / b * 100.0).round() / 100.0
-    } else {
-        0.0
+pub fn run(args: &FuseArgs) -> anyhow::Result<Value> {
+    ensure!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
+    match args.store {
+        Store::File => run_file(args),
+        Store::Rados => run_rados(args),
     }
 }
 
-pub fn run(args: &FuseArgs) -> anyhow::Result<()> {
+/// Why `archip-bench fuse --store STORE` cannot run on this host, if it cannot.
+pub fn missing(store: Store) -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    if !crate::support::is_root() {
+        return Some("FUSE mounts need root".into());
+    }
+    let tools: &[&str] = match store {
+        Store::File => &["fio", "qemu-storage-daemon", "bindfs", "fusermount3"],
+        Store::Rados => &["fio", "fusermount3"],
+    };
+    let absent: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if !absent.is_empty() {
+        let packages = match store {
+            Store::File => "fio qemu-utils bindfs fuse3",
+            Store::Rados => "fio fuse3",
+        };
+        return Some(format!("{} not found (apt-get install {packages})", absent.join(", ")));
+    }
+    match store {
+        Store::File => None,
+        Store::Rados => crate::rados::missing(),
+    }
+}
+
+fn run_file(args: &FuseArgs) -> anyhow::Result<Value> {
     for tool in ["fio", "qemu-storage-daemon", "bindfs", "fusermount3"] {
         ensure!(have(tool), "{tool} is missing (apt-get install fio qemu-utils bindfs fuse3)");
     }
-    ensure!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing");
-    let size = args.size_mib << 20;
+    let size_mib = args.size_mib();
+    let size = size_mib << 20;
     let options = StackOptions { threads: args.peer_threads, ..StackOptions::default() };
-    let stack = Stack::start("bench-fuse", options);
+    let stack = start_stack("bench-fuse", options)?;
     stack.client().create("bench", size, &CreateOptions::default()).context("creating the volume")?;
     let archip = archip_fuse(&stack, args.fuse_threads)?;
     let (_qsd, qsd_file) = qsd(&stack.dir, size)?;
@@ -391,20 +476,18 @@ pub fn run(args: &FuseArgs) -> anyhow::Result<()> {
         let _vlmcd = NullVlmcd::start(&null_stack, size)?;
         let mount = archip_fuse(&null_stack, args.fuse_threads)?;
         let file = mount.mnt.join("null");
-        let run = |rw: &str| -> anyhow::Result<f64> {
-            let mut a =
-                vec![format!("--size={size}"), format!("--rw={rw}"), "--bs=4k".into(), "--iodepth=32".into()];
-            a.extend(timed(args.runtime_s));
-            let report = fio(&file, &a)?;
-            Ok(iops(&report, if rw == "randread" { "read" } else { "write" }))
-        };
         eprintln!("measuring archip-fuse over a stand-in vlmcd ({})", file.display());
-        (run("randread")?, run("randwrite")?)
+        (
+            random_iops(&file, size, "randread", 32, args.runtime_s())?,
+            random_iops(&file, size, "randwrite", 32, args.runtime_s())?,
+        )
     };
     let [fuse, qsd, bindfs, raw] = [&figures[0], &figures[1], &figures[2], &figures[3]];
     println!(
         "fio O_DIRECT libaio, {} MiB files, {} s per run; 4 KiB random at QD32, 1 MiB sequential at QD{}",
-        args.size_mib, args.runtime_s, args.seq_depth
+        size_mib,
+        args.runtime_s(),
+        args.seq_depth
     );
     println!(
         "{:<12} {:>12} {:>12} {:>12} {:>12}  verify (crc32c, QD32)",
@@ -438,44 +521,229 @@ pub fn run(args: &FuseArgs) -> anyhow::Result<()> {
     println!(
         "archip-fuse over a stand-in vlmcd that does no IO (the frontend's ceiling): randread {null_randread:.0} IOPS, randwrite {null_randwrite:.0} IOPS"
     );
-    if args.json {
-        let round = |x: f64| x.round();
-        let value = json!({
-            "size_mib": args.size_mib,
-            "runtime_s": args.runtime_s,
-            "seq_depth": args.seq_depth,
-            "fuse_randread_iops": round(fuse.randread_iops),
-            "fuse_randwrite_iops": round(fuse.randwrite_iops),
-            "qsd_randread_iops": round(qsd.randread_iops),
-            "qsd_randwrite_iops": round(qsd.randwrite_iops),
-            "bindfs_randread_iops": round(bindfs.randread_iops),
-            "bindfs_randwrite_iops": round(bindfs.randwrite_iops),
-            "raw_randread_iops": round(raw.randread_iops),
-            "raw_randwrite_iops": round(raw.randwrite_iops),
-            "fuse_seqread_mibs": round(fuse.seqread_mibs),
-            "fuse_seqwrite_mibs": round(fuse.seqwrite_mibs),
-            "qsd_seqread_mibs": round(qsd.seqread_mibs),
-            "qsd_seqwrite_mibs": round(qsd.seqwrite_mibs),
-            "bindfs_seqread_mibs": round(bindfs.seqread_mibs),
-            "bindfs_seqwrite_mibs": round(bindfs.seqwrite_mibs),
-            "raw_seqread_mibs": round(raw.seqread_mibs),
-            "raw_seqwrite_mibs": round(raw.seqwrite_mibs),
-            "fuse_null_randread_iops": round(null_randread),
-            "fuse_null_randwrite_iops": round(null_randwrite),
-            "fuse_verify_ok": fuse.verify_ok,
-            "qsd_verify_ok": qsd.verify_ok,
-            "bindfs_verify_ok": bindfs.verify_ok,
-            "raw_verify_ok": raw.verify_ok,
-            "fuse_verify_note": fuse.verify_note,
-            "qsd_verify_note": qsd.verify_note,
-            "bindfs_verify_note": bindfs.verify_note,
-            "raw_verify_note": raw.verify_note,
-            "fuse_vs_qsd_randread": ratio(fuse.randread_iops, qsd.randread_iops),
-            "fuse_vs_qsd_randwrite": ratio(fuse.randwrite_iops, qsd.randwrite_iops),
-            "fuse_vs_qsd_seqread": ratio(fuse.seqread_mibs, qsd.seqread_mibs),
-            "fuse_vs_qsd_seqwrite": ratio(fuse.seqwrite_mibs, qsd.seqwrite_mibs),
-        });
-        println!("{value}");
+    let round = |x: f64| x.round();
+    let rows = [
+        (
+            "FUSE 4 KiB random read, QD32 O_DIRECT (vs qemu-storage-daemon)",
+            "IOPS",
+            fuse.randread_iops,
+            qsd.randread_iops,
+            1.5,
+        ),
+        (
+            "FUSE 4 KiB random write, QD32 O_DIRECT (vs qemu-storage-daemon)",
+            "IOPS",
+            fuse.randwrite_iops,
+            qsd.randwrite_iops,
+            1.5,
+        ),
+        (
+            "FUSE 1 MiB sequential read (vs qemu-storage-daemon)",
+            "MiB/s",
+            fuse.seqread_mibs,
+            qsd.seqread_mibs,
+            0.9,
+        ),
+        (
+            "FUSE 1 MiB sequential write (vs qemu-storage-daemon)",
+            "MiB/s",
+            fuse.seqwrite_mibs,
+            qsd.seqwrite_mibs,
+            0.9,
+        ),
+    ];
+    let target_text = |t: f64| format!(">= {t}");
+    let texts: Vec<String> = rows.iter().map(|r| target_text(r.4)).collect();
+    let rows: Vec<TargetRow<'_>> = rows
+        .iter()
+        .zip(&texts)
+        .map(|(&(figure, unit, ours, anchor, target), text)| TargetRow {
+            figure,
+            unit,
+            ours: round(ours),
+            anchor: round(anchor),
+            ratio: ratio(ours, anchor),
+            target: text,
+            // A path that returns wrong data does not count.
+            met: fuse.verify_ok && ratio(ours, anchor) >= target,
+        })
+        .collect();
+    Ok(json!({
+        "benchmark": "fuse",
+        "store": "file",
+        "size_mib": size_mib,
+        "runtime_s": args.runtime_s(),
+        "seq_depth": args.seq_depth,
+        "fuse_randread_iops": round(fuse.randread_iops),
+        "fuse_randwrite_iops": round(fuse.randwrite_iops),
+        "qsd_randread_iops": round(qsd.randread_iops),
+        "qsd_randwrite_iops": round(qsd.randwrite_iops),
+        "bindfs_randread_iops": round(bindfs.randread_iops),
+        "bindfs_randwrite_iops": round(bindfs.randwrite_iops),
+        "raw_randread_iops": round(raw.randread_iops),
+        "raw_randwrite_iops": round(raw.randwrite_iops),
+        "fuse_seqread_mibs": round(fuse.seqread_mibs),
+        "fuse_seqwrite_mibs": round(fuse.seqwrite_mibs),
+        "qsd_seqread_mibs": round(qsd.seqread_mibs),
+        "qsd_seqwrite_mibs": round(qsd.seqwrite_mibs),
+        "bindfs_seqread_mibs": round(bindfs.seqread_mibs),
+        "bindfs_seqwrite_mibs": round(bindfs.seqwrite_mibs),
+        "raw_seqread_mibs": round(raw.seqread_mibs),
+        "raw_seqwrite_mibs": round(raw.seqwrite_mibs),
+        "fuse_null_randread_iops": round(null_randread),
+        "fuse_null_randwrite_iops": round(null_randwrite),
+        "fuse_verify_ok": fuse.verify_ok,
+        "qsd_verify_ok": qsd.verify_ok,
+        "bindfs_verify_ok": bindfs.verify_ok,
+        "raw_verify_ok": raw.verify_ok,
+        "fuse_verify_note": fuse.verify_note,
+        "qsd_verify_note": qsd.verify_note,
+        "bindfs_verify_note": bindfs.verify_note,
+        "raw_verify_note": raw.verify_note,
+        "fuse_vs_qsd_randread": ratio(fuse.randread_iops, qsd.randread_iops),
+        "fuse_vs_qsd_randwrite": ratio(fuse.randwrite_iops, qsd.randwrite_iops),
+        "fuse_vs_qsd_seqread": ratio(fuse.seqread_mibs, qsd.seqread_mibs),
+        "fuse_vs_qsd_seqwrite": ratio(fuse.seqwrite_mibs, qsd.seqwrite_mibs),
+        "fuse_vs_bindfs_randread": ratio(fuse.randread_iops, bindfs.randread_iops),
+        "fuse_vs_bindfs_randwrite": ratio(fuse.randwrite_iops, bindfs.randwrite_iops),
+        "targets": targets(&rows),
+    }))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
+    for tool in ["fio", "fusermount3"] {
+        ensure!(have(tool), "{tool} is missing (apt-get install fio fuse3)");
     }
-    Ok(())
+    let cluster = crate::rados::cluster()?;
+    let (size_mib, depth, seconds) = (args.size_mib(), args.rados_in_flight, args.runtime_s());
+    let size = size_mib << 20;
+    let namespace = test_cluster::unique_namespace("bench-fuse");
+    let rados = RadosOptions {
+        pool: test_cluster::POOL.into(),
+        namespace: namespace.clone(),
+        conf: Some(cluster.conf.clone()),
+        client_id: "admin".into(),
+        ..RadosOptions::default()
+    };
+    let options = StackOptions { threads: args.peer_threads, rados: Some(rados), ..StackOptions::default() };
+    let stack = start_stack("bench-fuse-rados", options)?;
+    ensure!(stack.binary_of(Role::Blocker) == "archip-radosd", "the stack's blocker is not archip-radosd");
+    stack.client().create("bench", size, &CreateOptions::default()).context("creating the volume")?;
+    let bench_namespace = format!("{namespace}-rados-bench");
+    let mut rounds = Vec::new();
+    let (verify_ok, verify_note) = {
+        let archip = archip_fuse(&stack, args.fuse_threads)?;
+        let file = archip.mnt.join("bench");
+        eprintln!("filling {} ({size_mib} MiB on RADOS)", file.display());
+        fill(&file, size)?;
+        for round in 1..=args.rounds {
+            eprintln!("round {round}/{}: archip-fuse on RADOS, QD{depth}, then rados bench", args.rounds);
+            let randread = random_iops(&file, size, "randread", depth, seconds).context("fuse randread")?;
+            let randwrite =
+                random_iops(&file, size, "randwrite", depth, seconds).context("fuse randwrite")?;
+            let anchor = crate::rados::bench(cluster, test_cluster::POOL, &bench_namespace, seconds, depth)?;
+            rounds.push((randread, randwrite, anchor));
+        }
+        verify(&file, args.verify_mib.min(size_mib), depth)
+    };
+    // Leave nothing in the memstore OSD's RAM (the cluster may serve other runs).
+    if let Err(e) = stack.client().remove("bench") {
+        eprintln!("removing the benchmark volume: {e}");
+    }
+    drop(stack);
+
+    type Round = (f64, f64, RadosBench);
+    let medians = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let (randread, randwrite) = (medians(|r| r.0), medians(|r| r.1));
+    let anchor =
+        RadosBench { write_iops: medians(|r| r.2.write_iops), randread_iops: medians(|r| r.2.randread_iops) };
+
+    let read_ratio = ratio(randread, anchor.randread_iops);
+    let write_ratio = ratio(randwrite, anchor.write_iops);
+    println!(
+        "RADOS (throwaway cluster, 1 memstore OSD, pool {}): 4 KiB, {depth} in flight, {seconds} s per run, {} alternating rounds (medians); {size_mib} MiB volume",
+        test_cluster::POOL,
+        args.rounds
+    );
+    for (i, (read, write, bench)) in rounds.iter().enumerate() {
+        println!(
+            "round {}: archip-fuse read {read:.0} write {write:.0}; rados bench rand {:.0} write {:.0} ({:.2}x / {:.2}x)",
+            i + 1,
+            bench.randread_iops,
+            bench.write_iops,
+            ratio(*read, bench.randread_iops),
+            ratio(*write, bench.write_iops)
+        );
+    }
+    println!("{:<34} {:>12} {:>12}  verify (crc32c, QD{depth})", "path", "randread", "randwrite");
+    println!("{:<34} {:>12} {:>12}", "", "IOPS", "IOPS");
+    println!(
+        "{:<34} {:>12.0} {:>12.0}  {}: {verify_note}",
+        "archip-fuse → radosd (fio libaio)",
+        randread,
+        randwrite,
+        if verify_ok { "ok" } else { "FAILED" }
+    );
+    println!(
+        "{:<34} {:>12.0} {:>12.0}",
+        "rados bench (rand / write)", anchor.randread_iops, anchor.write_iops
+    );
+    let met = |r: f64| if verify_ok && r >= 0.7 { "met" } else { "missed" };
+    println!(
+        "archip-fuse / rados bench: randread {read_ratio:.2}x ({}), randwrite {write_ratio:.2}x ({}) (target >= 0.7)",
+        met(read_ratio),
+        met(write_ratio)
+    );
+    let round = |x: f64| x.round();
+    let rows = [
+        TargetRow {
+            figure: "FUSE on RADOS 4 KiB random read (vs rados bench rand)",
+            unit: "IOPS",
+            ours: round(randread),
+            anchor: round(anchor.randread_iops),
+            ratio: read_ratio,
+            target: ">= 0.7",
+            met: verify_ok && read_ratio >= 0.7,
+        },
+        TargetRow {
+            figure: "FUSE on RADOS 4 KiB random write (vs rados bench write)",
+            unit: "IOPS",
+            ours: round(randwrite),
+            anchor: round(anchor.write_iops),
+            ratio: write_ratio,
+            target: ">= 0.7",
+            met: verify_ok && write_ratio >= 0.7,
+        },
+    ];
+    Ok(json!({
+        "benchmark": "fuse",
+        "store": "rados",
+        "size_mib": size_mib,
+        "runtime_s": seconds,
+        "rounds": args.rounds,
+        "in_flight": depth,
+        "pool": test_cluster::POOL,
+        "fuse_rados_randread_iops": round(randread),
+        "fuse_rados_randwrite_iops": round(randwrite),
+        "rados_bench_write_iops": round(anchor.write_iops),
+        "rados_bench_randread_iops": round(anchor.randread_iops),
+        "fuse_rados_vs_rados_bench_randread": read_ratio,
+        "fuse_rados_vs_rados_bench_randwrite": write_ratio,
+        "fuse_rados_verify_ok": verify_ok,
+        "fuse_rados_verify_note": verify_note,
+        "target_07_of_rados_bench": verify_ok && read_ratio >= 0.7 && write_ratio >= 0.7,
+        "per_round": rounds.iter().map(|(read, write, bench)| json!({
+            "fuse_rados_randread_iops": read.round(),
+            "fuse_rados_randwrite_iops": write.round(),
+            "rados_bench_randread_iops": bench.randread_iops.round(),
+            "rados_bench_write_iops": bench.write_iops.round(),
+        })).collect::<Vec<_>>(),
+        "targets": targets(&rows),
+    }))
 }

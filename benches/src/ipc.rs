@@ -20,13 +20,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xseg::{Op, Segment, SegmentConfig};
 
+use crate::report::{ratio, targets, TargetRow};
 use crate::stats::percentile;
 
 #[derive(Debug, clap::Args)]
 pub struct IpcArgs {
-    /// Print one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
     /// Round trips per latency measurement.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(100..))]
     iterations: u64,
@@ -308,7 +306,7 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-pub fn run(args: &IpcArgs) -> anyhow::Result<()> {
+pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
     let tag = format!("archip-bench-ipc-{}", std::process::id());
     let shm_path = format!("{}/{tag}-raw", xseg::shm_dir().display());
     let uds_path = std::env::temp_dir().join(format!("{tag}.sock")).display().to_string();
@@ -335,9 +333,7 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<()> {
         uds_p99.push(percentile(&mut s, 99.0) as f64);
         uds_w32.push(u.throughput(duration)?);
         u.stop()?;
-        if !args.json {
-            eprintln!("round {}/{} done", round + 1, args.rounds);
-        }
+        eprintln!("round {}/{} done", round + 1, args.rounds);
     }
     let _ = std::fs::remove_file(&shm_path);
 
@@ -348,7 +344,7 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<()> {
     let uds_ops_w32 = median(&mut uds_w32).round();
     let rtt_ratio = xseg_rtt_p50 / shm_rtt_p50.max(1.0);
     let throughput_ratio = xseg_ops_w32 / uds_ops_w32.max(1.0);
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "benchmark": "ipc",
         "rounds": args.rounds,
         "iterations": args.iterations,
@@ -379,8 +375,25 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<()> {
     println!("{:<34} {:>12.0} ops/s", "uds, window 32", f("uds_ops_per_s_w32"));
     println!("xseg p50 / shm p50 = {rtt_ratio:.2} (target <= 3)");
     println!("xseg w32 / uds w32 = {throughput_ratio:.1} (target >= 10)");
-    if args.json {
-        println!("{report}");
-    }
-    Ok(())
+    report["targets"] = targets(&[
+        TargetRow {
+            figure: "PING round trip p50, window 1 (xseg vs raw shm ping-pong)",
+            unit: "ns",
+            ours: xseg_rtt_p50,
+            anchor: shm_rtt_p50,
+            ratio: ratio(xseg_rtt_p50, shm_rtt_p50),
+            target: "<= 3",
+            met: rtt_ratio <= 3.0,
+        },
+        TargetRow {
+            figure: "throughput, window 32 (xseg vs Unix socket)",
+            unit: "ops/s",
+            ours: xseg_ops_w32,
+            anchor: uds_ops_w32,
+            ratio: ratio(xseg_ops_w32, uds_ops_w32),
+            target: ">= 10",
+            met: throughput_ratio >= 10.0,
+        },
+    ]);
+    Ok(report)
 }

@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use archip_proto::CreateOptions;
-use archip_testkit::{pattern, Stack, StackOptions};
+use archip_testkit::{pattern, StackOptions};
+
+use crate::report::{targets, TargetRow};
+use crate::support::start_stack;
 
 #[derive(Debug, clap::Args)]
 pub struct SpaceArgs {
-    /// Print one JSON object on the last line.
-    #[arg(long)]
-    json: bool,
     /// Number of clones.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1000))]
     clones: u64,
@@ -50,8 +50,8 @@ fn stored_bytes(store: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((data, maps))
 }
 
-pub fn run(args: &SpaceArgs) -> anyhow::Result<()> {
-    let stack = Stack::start("space", StackOptions::default());
+pub fn run(args: &SpaceArgs) -> anyhow::Result<serde_json::Value> {
+    let stack = start_stack("space", StackOptions::default())?;
     let mut client = stack.client();
     let image = args.image_mib << 20;
     let write = args.write_kib << 10;
@@ -79,19 +79,26 @@ pub fn run(args: &SpaceArgs) -> anyhow::Result<()> {
     println!("{:<36} {:>14}", "ideal (image + N·W in blocks)", ideal);
     println!("{:<36} {:>14}", "maps stored", maps);
     println!("stored / ideal = {ratio:.3} (target within 5%)");
-    if args.json {
-        let report = serde_json::json!({
-            "benchmark": "space",
-            "clones": args.clones,
-            "image_bytes": image,
-            "write_bytes": write,
-            "stored_bytes": data,
-            "ideal_bytes": ideal,
-            "map_bytes": maps,
-            "stored_over_ideal": (ratio * 1000.0).round() / 1000.0,
-            "target_within_5_percent": (ratio - 1.0).abs() <= 0.05,
-        });
-        println!("{report}");
-    }
-    Ok(())
+    let within = (ratio - 1.0).abs() <= 0.05;
+    let row = TargetRow {
+        figure: "data stored by N clones writing W each (vs image + N·W in blocks)",
+        unit: "bytes",
+        ours: data as f64,
+        anchor: ideal as f64,
+        ratio: (ratio * 1000.0).round() / 1000.0,
+        target: "within 5 %",
+        met: within,
+    };
+    Ok(serde_json::json!({
+        "benchmark": "space",
+        "clones": args.clones,
+        "image_bytes": image,
+        "write_bytes": write,
+        "stored_bytes": data,
+        "ideal_bytes": ideal,
+        "map_bytes": maps,
+        "stored_over_ideal": (ratio * 1000.0).round() / 1000.0,
+        "target_within_5_percent": within,
+        "targets": targets(&[row]),
+    }))
 }

@@ -1,0 +1,136 @@
+//! The RADOS side of the benchmarks: the throwaway test cluster (`archip_rados::test_cluster`,
+//! started on first use and stopped by its keeper 10 s after the last user exits) and Ceph's
+//! own `rados bench` on it as the anchor.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context};
+use archip_rados::test_cluster::{self, TestCluster};
+
+use crate::support::have;
+
+/// The Ceph tools the RADOS benchmarks need.
+pub const TOOLS: &[&str] = &["ceph-mon", "ceph-osd", "rados", "monmaptool", "ceph-authtool"];
+
+/// Why the RADOS benchmarks cannot run here, if they cannot.
+pub fn missing() -> Option<String> {
+    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !have(t)).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} not found (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common)",
+            missing.join(", ")
+        )
+    })
+}
+
+/// The shared throwaway cluster (started if need be; this process keeps it up while it lives).
+pub fn cluster() -> anyhow::Result<&'static TestCluster> {
+    if let Some(why) = missing() {
+        bail!("{why}");
+    }
+    // `shared` panics (it is made for tests) when the cluster does not start; its message is
+    // start-cluster's output.
+    std::panic::catch_unwind(test_cluster::shared).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        anyhow::anyhow!("starting the throwaway Ceph cluster (tests/ceph/start-cluster): {message}")
+    })
+}
+
+/// What `rados bench` measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RadosBench {
+    pub write_iops: f64,
+    pub randread_iops: f64,
+}
+
+/// `(ops, seconds)` from a `rados bench` report: "Total writes made:" / "Total reads made:"
+/// and "Total time run:".
+fn parse_totals(report: &str) -> Option<(f64, f64)> {
+    let field = |prefix: &str| {
+        report.lines().find_map(|l| l.trim().strip_prefix(prefix).and_then(|v| v.trim().parse::<f64>().ok()))
+    };
+    let ops = field("Total writes made:").or_else(|| field("Total reads made:"))?;
+    let seconds = field("Total time run:")?;
+    (seconds > 0.0).then_some((ops, seconds))
+}
+
+fn rados(conf: &Path, pool: &str, namespace: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("rados")
+        .arg("-c")
+        .arg(conf)
+        .args(["-p", pool, "-N", namespace])
+        .args(args)
+        .output()
+        .context("running rados (package ceph-common)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "rados {} failed ({}): {}{}",
+        args.join(" "),
+        out.status,
+        stdout.trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(stdout)
+}
+
+/// `rados bench` 4 KiB writes (`--no-cleanup`) then random reads of them, `in_flight` at
+/// once, `seconds` each, in `namespace` of `pool`; its objects are removed afterwards.
+pub fn bench(
+    cluster: &TestCluster,
+    pool: &str,
+    namespace: &str,
+    seconds: u64,
+    in_flight: u32,
+) -> anyhow::Result<RadosBench> {
+    let (secs, depth) = (seconds.to_string(), in_flight.to_string());
+    let run_name = "archip-bench";
+    let measure = |args: &[&str]| -> anyhow::Result<f64> {
+        let report = rados(&cluster.conf, pool, namespace, args)?;
+        let Some((ops, seconds)) = parse_totals(&report) else {
+            bail!("rados {} reported no totals:\n{report}", args.join(" "));
+        };
+        Ok(ops / seconds)
+    };
+    let write = measure(&[
+        "bench",
+        &secs,
+        "write",
+        "-b",
+        "4096",
+        "-t",
+        &depth,
+        "--no-cleanup",
+        "--run-name",
+        run_name,
+    ]);
+    let read =
+        write.as_ref().ok().map(|_| measure(&["bench", &secs, "rand", "-t", &depth, "--run-name", run_name]));
+    // Clean up whatever was written, even after a failure (memstore keeps it all in RAM).
+    let cleanup = rados(&cluster.conf, pool, namespace, &["cleanup", "--run-name", run_name]);
+    let write_iops = write?;
+    let randread_iops = read.expect("measured after a successful write")?;
+    cleanup.context("removing rados bench's objects")?;
+    Ok(RadosBench { write_iops, randread_iops })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rados_bench_totals_are_parsed() {
+        let write = "Total time run:         3.00062\nTotal writes made:      19215\nWrite size:             4096\nAverage IOPS:           6403\n";
+        let (ops, secs) = parse_totals(write).unwrap();
+        assert_eq!((ops, secs), (19215.0, 3.00062));
+        let read = "Total time run:       3.00053\nTotal reads made:     46144\nRead size:            4096\n";
+        assert_eq!(parse_totals(read), Some((46144.0, 3.00053)));
+        assert_eq!(parse_totals("Total time run: 0\nTotal reads made: 5\n"), None);
+        assert_eq!(parse_totals("nothing"), None);
+    }
+}
