@@ -77,8 +77,10 @@ pub struct FuseArgs {
     #[arg(long = "verify-mib", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     verify_mib: u64,
     /// Worker threads of each peer of the stack (vlmcd serves one request per thread).
-    #[arg(long = "peer-threads", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
-    peer_threads: u32,
+    /// Default: 2 on a file store (the configuration's default: more threads than cores only
+    /// add wake-ups), 8 on RADOS (a blocker thread waits a network round trip per request).
+    #[arg(long = "peer-threads", value_parser = clap::value_parser!(u32).range(1..=64))]
+    peer_threads: Option<u32>,
     /// FUSE threads of archip-fuse.
     #[arg(long = "fuse-threads", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     fuse_threads: u32,
@@ -200,6 +202,8 @@ fn verify(file: &Path, verify_mib: u64, depth: u32) -> (bool, String) {
             "--do_verify=1".into(),
             "--verify_fatal=1".into(),
             "--verify_backlog=0".into(),
+            // fio would leave a verify state file in the working directory when a verify fails.
+            "--verify_state_save=0".into(),
             "--randrepeat=0".into(),
         ],
     );
@@ -448,7 +452,7 @@ fn run_file(args: &FuseArgs) -> anyhow::Result<Value> {
     }
     let size_mib = args.size_mib();
     let size = size_mib << 20;
-    let options = StackOptions { threads: args.peer_threads, ..StackOptions::default() };
+    let options = StackOptions { threads: args.peer_threads.unwrap_or(2), ..StackOptions::default() };
     let stack = start_stack("bench-fuse", options)?;
     stack.client().create("bench", size, &CreateOptions::default()).context("creating the volume")?;
     let archip = archip_fuse(&stack, args.fuse_threads)?;
@@ -631,7 +635,11 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         client_id: "admin".into(),
         ..RadosOptions::default()
     };
-    let options = StackOptions { threads: args.peer_threads, rados: Some(rados), ..StackOptions::default() };
+    let options = StackOptions {
+        threads: args.peer_threads.unwrap_or(8),
+        rados: Some(rados),
+        ..StackOptions::default()
+    };
     let stack = start_stack("bench-fuse-rados", options)?;
     ensure!(stack.binary_of(Role::Blocker) == "archip-radosd", "the stack's blocker is not archip-radosd");
     stack.client().create("bench", size, &CreateOptions::default()).context("creating the volume")?;

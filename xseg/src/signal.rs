@@ -113,19 +113,22 @@ impl<F> FutexSignal<F> {
         Duration::ZERO
     }
 
-    /// Adapts the spin after a wait spun for `spun`: found the condition or not.
-    fn spun(&self, spun: Duration, found: bool) {
+    /// A spin found its condition: the next one may be twice as long (up to the most). No
+    /// clock read and no store when it is at the most already: this is the ping-pong path.
+    fn spin_paid(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let max = self.spin.as_nanos() as u64;
         let current = self.current_ns.load(Relaxed);
-        let next = if found {
-            (current.max(spun.as_nanos() as u64) * 2).clamp(SPIN_MIN_NS, max)
-        } else if current / 2 < SPIN_MIN_NS {
-            0
-        } else {
-            current / 2
-        };
-        self.current_ns.store(next, Relaxed);
+        if current < max {
+            self.current_ns.store((current * 2).clamp(SPIN_MIN_NS, max), Relaxed);
+        }
+    }
+
+    /// A spin ran out: the next one is half as long, or none.
+    fn spin_wasted(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let current = self.current_ns.load(Relaxed);
+        self.current_ns.store(if current / 2 < SPIN_MIN_NS { 0 } else { current / 2 }, Relaxed);
     }
 
     /// The current spin (for tests and reports).
@@ -152,12 +155,12 @@ impl<F: Futex> Signal for FutexSignal<F> {
                 for _ in 0..64 {
                     crate::sync::spin_hint();
                     if ready() {
-                        self.spun(start.elapsed(), true);
+                        self.spin_paid();
                         return true;
                     }
                 }
                 if start.elapsed() >= spin {
-                    self.spun(spin, false);
+                    self.spin_wasted();
                     break 'spin;
                 }
             }

@@ -28,6 +28,22 @@ use xseg::{flags, Incoming, Op, Port};
 use crate::blockers::Blockers;
 use crate::error::{MapperError, Result};
 
+/// Most map chunks cached per open volume (a chunk maps 1024 blocks and takes ≈ 16 KiB in
+/// memory): ≈ 1 MiB per volume whatever its size. Chunks are written through, so any of
+/// them can be dropped and read again.
+pub const CHUNKS_CACHED_PER_VOLUME: usize = 64;
+
+/// Caches chunk `index` of a volume, dropping another cached chunk if the volume is at
+/// [`CHUNKS_CACHED_PER_VOLUME`].
+fn cache_chunk(st: &mut VolumeState, index: u32, chunk: Chunk) {
+    if st.chunks.len() >= CHUNKS_CACHED_PER_VOLUME && !st.chunks.contains_key(&index) {
+        if let Some(&victim) = st.chunks.keys().find(|&&k| k != index) {
+            st.chunks.remove(&victim);
+        }
+    }
+    st.chunks.insert(index, chunk);
+}
+
 /// Longest wait asked of the blocker in one ACQUIRE while waiting for a lock.
 const LOCK_WAIT_SLICE: Duration = Duration::from_secs(2);
 /// Pause before asking again when the blocker could not wait (no waiting slot free).
@@ -282,7 +298,7 @@ impl Mapper {
             st.header
                 .check_chunk(index, &chunk)
                 .map_err(|e| MapperError::Corrupt(name.into(), format!("{object}: {e}")))?;
-            st.chunks.insert(index, chunk);
+            cache_chunk(st, index, chunk);
         }
         Ok(st.chunks.get_mut(&index))
     }
@@ -340,7 +356,7 @@ impl Mapper {
         fail::fail_point!("mapper-map-before-chunk-write", |_| std::process::abort());
         self.blockers.write_full(self.map_port(), &object, &chunk.encode())?;
         fail::fail_point!("mapper-map-after-chunk-write", |_| std::process::abort());
-        st.chunks.insert(index, chunk);
+        cache_chunk(st, index, chunk);
         if !own_chunk {
             let mut header = st.header.clone();
             header.set_chunk_ref(index, own_ref)?;
@@ -729,7 +745,7 @@ impl Mapper {
                 let object = chunk_object_name(header.volume_id(), header.epoch(), index);
                 self.blockers.write_full(self.map_port(), &object, &chunk.encode())?;
                 header.set_chunk_ref(index, header.own_chunk_ref())?;
-                st.chunks.insert(index, chunk);
+                cache_chunk(&mut st, index, chunk);
             }
             self.write_header(&header)?;
             st.header = header;

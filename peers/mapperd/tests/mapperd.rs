@@ -328,6 +328,34 @@ fn thin_volumes_snapshots_clones_and_copy_on_write() {
     assert_eq!(map(&c, ports::MAPPERD, Op::MapRead, "vol1", BLOCK, BLOCK).unwrap(), vec![(None, 0, BLOCK)]);
 }
 
+/// A volume with more map chunks than the mapper caches per volume: writes and reads in
+/// every chunk, twice around, so chunks are dropped and read back from storage, and every
+/// block still reads what was written (chunks are written through, so none is lost).
+#[test]
+fn more_chunks_than_the_cache_holds() {
+    let host = Host::new("chunks");
+    let c = host.client();
+    // 64 KiB blocks: a chunk maps 1024 of them (64 MiB); 100 chunks in all.
+    let chunk_span = 1024 * BLOCK;
+    create(&c, "big", 100 * chunk_span);
+    for round in 0..2u8 {
+        for chunk in 0..100u64 {
+            let offset = chunk * chunk_span + u64::from(round) * BLOCK + 17;
+            write(&c, "big", offset, &pattern(chunk as u8 ^ round, 300)).unwrap();
+        }
+        for chunk in (0..100u64).rev() {
+            for r in 0..=round {
+                let offset = chunk * chunk_span + u64::from(r) * BLOCK + 17;
+                assert_eq!(
+                    read(&c, "big", offset, 300).unwrap(),
+                    pattern(chunk as u8 ^ r, 300),
+                    "chunk {chunk}, round {r}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn management_verbs_and_bad_input() {
     let host = Host::new("mgmt");
