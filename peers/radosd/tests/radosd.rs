@@ -272,14 +272,20 @@ fn a_waiting_acquire_is_woken_by_another_hosts_release() {
             (answer, Instant::now())
         });
         std::thread::sleep(Duration::from_millis(300));
+        // Nobody releases the lock while the second waiter asks: had it been given a
+        // waiting slot, it would answer only at the blocker's 2 s bound.
+        let asked = Instant::now();
         let second = f.call(3, Op::Acquire, "lock:vol", 60_000, b"host-c/vlmcd", 0);
-        let second_done = Instant::now();
+        let second_took = asked.elapsed();
         std::thread::sleep(Duration::from_millis(300));
         *released_at.lock().unwrap() = Some(Instant::now());
         host_a.lock_release(&lock, "host-a/vlmcd", false).unwrap();
         let released = released_at.lock().unwrap().unwrap();
         assert_eq!(second.0, libc::EBUSY, "the second waiter");
-        assert!(second_done < released, "the second waiter waited instead of being refused a slot");
+        assert!(
+            second_took < Duration::from_millis(1500),
+            "the second waiter waited ({second_took:?}) instead of being refused a slot"
+        );
         let ((errno, generation, _), woke) = first.join().unwrap();
         assert_eq!(errno, 0, "the waiter got the lock");
         assert!(generation > held.generation, "generation {generation} after {}", held.generation);
