@@ -7,9 +7,7 @@ use anyhow::Context;
 use archip_testkit::{Role, Stack, StackOptions};
 
 /// Whether `tool` is an executable file on `$PATH`.
-pub fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
+pub use archip_rados::test_cluster::on_path as have;
 
 /// The workspace root: where this crate was built from (`benches/..`), else derived from
 /// the running executable (`<root>/target/<profile>/archip-bench`).

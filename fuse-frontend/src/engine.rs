@@ -329,22 +329,15 @@ impl Engine {
 
     /// Takes a request descriptor (and buffer) and fills it in.
     fn build(&self, spec: &Spec, payload: &[u8]) -> xseg::Result<Request> {
-        let mut req = self.port.get_request(spec.window())?;
-        let edit = self.port.edit(&mut req);
-        edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
-        let filled = edit.set_target(spec.volume.as_bytes()).map(drop).and_then(|()| {
+        self.port.prepare_request(spec.window(), |req| {
+            let edit = self.port.edit(req);
+            edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
+            edit.set_target(spec.volume.as_bytes())?;
             if !payload.is_empty() {
-                self.port.data_mut(&mut req)?[..payload.len()].copy_from_slice(payload);
+                self.port.data_mut(req)?[..payload.len()].copy_from_slice(payload);
             }
             Ok(())
-        });
-        match filled {
-            Ok(()) => Ok(req),
-            Err(e) => {
-                self.port.put_request(req);
-                Err(e)
-            }
-        }
+        })
     }
 
     /// Sends a built request to vlmcd, or holds it while vlmcd is away.

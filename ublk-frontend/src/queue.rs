@@ -239,16 +239,11 @@ impl QueueIo {
         if !self.vlmcd_bound() {
             return Outcome::Away;
         }
-        let mut req = match port.get_request(window) {
-            Ok(r) => r,
-            Err(e) if e.is_transient() => return Outcome::NoResources,
-            Err(e) => return Outcome::Failed(e.errno()),
-        };
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let ud = (seq << 16) | u64::from(tag);
-        let filled = (|| -> Result<(), xseg::Error> {
-            let edit = port.edit(&mut req);
+        let prepared = port.prepare_request(window, |req| -> Result<(), xseg::Error> {
+            let edit = port.edit(req);
             edit.set_op(op)
                 .set_offset(offset)
                 .set_size(len)
@@ -256,14 +251,15 @@ impl QueueIo {
                 .set_user_data(ud);
             edit.set_target(self.shared.volume.as_bytes())?;
             if op == Op::Write {
-                port.data_mut(&mut req)?[..len as usize].copy_from_slice(&buf[..len as usize]);
+                port.data_mut(req)?[..len as usize].copy_from_slice(&buf[..len as usize]);
             }
             Ok(())
-        })();
-        if let Err(e) = filled {
-            port.put_request(req);
-            return Outcome::Failed(e.errno());
-        }
+        });
+        let req = match prepared {
+            Ok(r) => r,
+            Err(e) if e.is_transient() => return Outcome::NoResources,
+            Err(e) => return Outcome::Failed(e.errno()),
+        };
         self.slots.borrow_mut()[tag as usize].expect = ud;
         if let Err((req, e)) = port.submit(req, self.shared.vlmcd) {
             self.slots.borrow_mut()[tag as usize].expect = 0;

@@ -427,6 +427,24 @@ impl Port {
         self.seg.port_desc(self.no)
     }
 
+    /// Takes a request with a `data_len`-byte window ([`get_request`](Self::get_request))
+    /// and lets `fill` set it up; if `fill` fails, the request goes back to the pool and
+    /// `fill`'s error is returned, so a half-built request is never leaked.
+    pub fn prepare_request<E: From<Error>>(
+        &self,
+        data_len: u64,
+        fill: impl FnOnce(&mut Request) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Request, E> {
+        let mut req = self.get_request(data_len)?;
+        match fill(&mut req) {
+            Ok(()) => Ok(req),
+            Err(e) => {
+                self.put_request(req);
+                Err(e)
+            }
+        }
+    }
+
     /// Takes a request descriptor from the pool, with a data buffer of `data_len` bytes
     /// (none when 0). Fails when the pool, the buffers, or this port's bound is exhausted.
     pub fn get_request(&self, data_len: u64) -> Result<Request> {

@@ -517,23 +517,15 @@ impl Client {
     /// Takes a request with a data window of `window` bytes (`payload` copied to its start)
     /// and fills it in per `spec`.
     fn request(&self, spec: &Spec<'_>, window: u64, payload: &[u8]) -> Result<Request> {
-        let mut req = self.port.get_request(window.max(payload.len() as u64))?;
-        let filled = (|| -> Result<()> {
-            let edit = self.port.edit(&mut req);
+        self.port.prepare_request(window.max(payload.len() as u64), |req| -> Result<()> {
+            let edit = self.port.edit(req);
             edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
             edit.set_target(spec.target.as_bytes())?;
             if !payload.is_empty() {
-                self.port.data_mut(&mut req)?[..payload.len()].copy_from_slice(payload);
+                self.port.data_mut(req)?[..payload.len()].copy_from_slice(payload);
             }
             Ok(())
-        })();
-        match filled {
-            Ok(()) => Ok(req),
-            Err(e) => {
-                self.port.put_request(req);
-                Err(e)
-            }
-        }
+        })
     }
 
     /// One round trip of a request whose window is exactly `payload`; returns `serviced`.

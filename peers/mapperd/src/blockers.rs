@@ -103,19 +103,20 @@ impl Blockers {
     fn try_call(&self, c: &Call<'_>) -> std::result::Result<(u64, Vec<u8>), Retry> {
         let window = c.payload.len().max(c.answer_max) as u64;
         let result = self.with_port(|port| {
-            let mut req = port
-                .get_request(window)
+            let req = port
+                .prepare_request(window, |req| -> xseg::Result<()> {
+                    port.edit(req)
+                        .set_op(c.op)
+                        .set_offset(c.offset)
+                        .set_size(c.size)
+                        .set_flags(c.flags)
+                        .set_target(c.target.as_bytes())?;
+                    if !c.payload.is_empty() {
+                        port.data_mut(req)?[..c.payload.len()].copy_from_slice(c.payload);
+                    }
+                    Ok(())
+                })
                 .map_err(|e| storage(c.op, c.target, e.errno(), format!("no request: {e}")))?;
-            port.edit(&mut req)
-                .set_op(c.op)
-                .set_offset(c.offset)
-                .set_size(c.size)
-                .set_flags(c.flags)
-                .set_target(c.target.as_bytes())
-                .map_err(|e| storage(c.op, c.target, e.errno(), e.to_string()))?;
-            if !c.payload.is_empty() {
-                port.data_mut(&mut req).expect("own buffer")[..c.payload.len()].copy_from_slice(c.payload);
-            }
             match port.call(req, c.dst, self.request_timeout) {
                 Ok(reply) => {
                     let view = port.view(&reply);

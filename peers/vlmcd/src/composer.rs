@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use archip_peer::{Peer, PeerIo};
 use archip_proto::{decode_extents, VolumeInfo, MAPPING_CACHEABLE};
-use xseg::{flags, Incoming, Op, Port, Segment, TARGET_LEN_MAX};
+use xseg::{flags, Incoming, Op, Port, Request, Segment, TARGET_LEN_MAX};
 
 use crate::mapcache::{MapCache, Piece as MapExtent};
 use crate::subreq::{self, Failure, Retry, Sub, Timing, Window};
@@ -255,7 +255,6 @@ impl Composer {
                 extents
             }
         };
-        covers_exactly(&extents, size)?;
         // Zero blocks are served here, before any object read shares the window.
         let data =
             port.data_mut(req).map_err(|e| Failure::fault(libc::EIO, format!("frontend window: {e}")))?;
@@ -375,32 +374,7 @@ impl Composer {
         let _drained = matches!(op, Op::Snapshot | Op::Close | Op::Delete).then(|| self.volumes.drain(name));
         // Whatever changes a volume's map or its lock ends its cached mappings, before and
         // after (a read's lookup racing the op is not kept: forgetting bumps its sequence).
-        let changes = !matches!(op, Op::Info | Op::List | Op::Open);
-        if changes {
-            self.cache.forget(name);
-        }
-        let result = self.forward_to_mapper(port, req, op, name, offset, size, flag_word, window);
-        if changes {
-            self.cache.forget(name);
-        }
-        if op == Op::Open && result.is_ok() {
-            self.cache.want(name);
-        }
-        result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn forward_to_mapper(
-        &self,
-        port: &Port,
-        req: &mut Incoming,
-        op: Op,
-        name: &str,
-        offset: u64,
-        size: u64,
-        flag_word: u32,
-        window: u64,
-    ) -> Result<u64, Failure> {
+        let _forgotten = (!matches!(op, Op::Info | Op::List | Op::Open)).then(|| self.cache.forgetting(name));
         let sub = Sub {
             dst: self.config.mapper_port,
             op,
@@ -440,6 +414,9 @@ impl Composer {
             port.truncate_data(req, answer.1)
                 .map_err(|e| Failure::fault(libc::EIO, format!("sizing the answer: {e}")))?;
         }
+        if op == Op::Open {
+            self.cache.want(name);
+        }
         Ok(answer.0)
     }
 
@@ -456,6 +433,56 @@ impl Composer {
         size: u64,
         flag_word: u32,
     ) -> Result<(Vec<MapExtent>, bool), Failure> {
+        let mut extents = Vec::new();
+        let mut cacheable = false;
+        let window = self.map_window(op, size);
+        self.ask_mapper(port, req, op, name, offset, size, flag_word, window, &mut |reply| {
+            let window = port
+                .data(reply)
+                .map_err(|e| Failure::fault(libc::EIO, format!("{} answer window: {e}", op.name())))?;
+            extents = decode(window, size).map_err(|why| {
+                Failure::fault(libc::EIO, format!("malformed {} answer from the mapper: {why}", op.name()))
+            })?;
+            cacheable = port.view(reply).flags() & MAPPING_CACHEABLE != 0;
+            Ok(())
+        })?;
+        Ok((extents, cacheable))
+    }
+
+    /// Asks the mapper for a volume's block size and size (INFO), which the cache needs to
+    /// place blocks. On any failure nothing is cached for the volume yet.
+    fn learn_geometry(&self, port: &Port, req: &Incoming, name: &str) {
+        let mut geometry = None;
+        let asked = self.ask_mapper(port, req, Op::Info, name, 0, 0, 0, INFO_WINDOW, &mut |reply| {
+            let n = port.view(reply).serviced() as usize;
+            let window = port.data(reply).map_err(|e| Failure::fault(libc::EIO, e.to_string()))?;
+            geometry = window
+                .get(..n)
+                .and_then(|json| serde_json::from_slice::<VolumeInfo>(json).ok())
+                .map(|info| (info.block_size_bytes, info.size_bytes));
+            Ok(())
+        });
+        match (asked, geometry) {
+            (Ok(()), Some((block_size, size))) => self.cache.set_geometry(name, block_size, size),
+            _ => tracing::debug!(volume = name, "no geometry for the map cache"),
+        }
+    }
+
+    /// One lookup sent to the mapper with an answer buffer of its own (`window` bytes);
+    /// repeatable, so retried while the mapper restarts. `on_reply` reads the answer.
+    #[allow(clippy::too_many_arguments)]
+    fn ask_mapper(
+        &self,
+        port: &Port,
+        req: &Incoming,
+        op: Op,
+        name: &str,
+        offset: u64,
+        size: u64,
+        flag_word: u32,
+        window: u64,
+        on_reply: &mut dyn FnMut(&Request) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
         let sub = Sub {
             dst: self.config.mapper_port,
             op,
@@ -463,10 +490,8 @@ impl Composer {
             offset,
             size,
             flags: flag_word,
-            window: Window::Own(self.map_window(op, size)),
+            window: Window::Own(window),
         };
-        let mut extents = Vec::new();
-        let mut cacheable = false;
         subreq::run(
             port,
             req,
@@ -474,57 +499,8 @@ impl Composer {
             Retry::Idempotent,
             self.timing(),
             &|_, errno| mapper_failure(op, errno),
-            &mut |_, reply| {
-                let window = port
-                    .data(reply)
-                    .map_err(|e| Failure::fault(libc::EIO, format!("{} answer window: {e}", op.name())))?;
-                extents = decode(window, size).map_err(|why| {
-                    Failure::fault(
-                        libc::EIO,
-                        format!("malformed {} answer from the mapper: {why}", op.name()),
-                    )
-                })?;
-                cacheable = port.view(reply).flags() & MAPPING_CACHEABLE != 0;
-                Ok(())
-            },
-        )?;
-        Ok((extents, cacheable))
-    }
-
-    /// Asks the mapper for a volume's block size and size (INFO), which the cache needs to
-    /// place blocks. On any failure nothing is cached for the volume yet.
-    fn learn_geometry(&self, port: &Port, req: &Incoming, name: &str) {
-        let sub = Sub {
-            dst: self.config.mapper_port,
-            op: Op::Info,
-            target: name.to_string(),
-            offset: 0,
-            size: 0,
-            flags: 0,
-            window: Window::Own(INFO_WINDOW),
-        };
-        let mut geometry = None;
-        let asked = subreq::run(
-            port,
-            req,
-            std::slice::from_ref(&sub),
-            Retry::Idempotent,
-            self.timing(),
-            &|_, errno| mapper_failure(Op::Info, errno),
-            &mut |_, reply| {
-                let n = port.view(reply).serviced() as usize;
-                let window = port.data(reply).map_err(|e| Failure::fault(libc::EIO, e.to_string()))?;
-                geometry = window
-                    .get(..n)
-                    .and_then(|json| serde_json::from_slice::<VolumeInfo>(json).ok())
-                    .map(|info| (info.block_size_bytes, info.size_bytes));
-                Ok(())
-            },
-        );
-        match (asked, geometry) {
-            (Ok(()), Some((block_size, size))) => self.cache.set_geometry(name, block_size, size),
-            _ => tracing::debug!(volume = name, "no geometry for the map cache"),
-        }
+            &mut |_, reply| on_reply(reply),
+        )
     }
 
     /// The window for the extent list of a `size`-byte range: room for one extent per

@@ -124,7 +124,7 @@ pub struct ReadTicket {
 /// A write, discard or write-zeroes in flight; ends when dropped.
 pub struct Mutation<'a> {
     cache: &'a MapCache,
-    name: String,
+    name: &'a str,
     /// The volume's sequence number right after this mutation started.
     seq: u64,
 }
@@ -133,13 +133,26 @@ impl Drop for Mutation<'_> {
     fn drop(&mut self) {
         let mut inner = self.cache.lock();
         let seq = inner.tick();
-        if let Some(v) = inner.volumes.get_mut(&self.name) {
+        if let Some(v) = inner.volumes.get_mut(self.name) {
             v.mutating -= 1;
             v.seq = seq;
             if v.idle() {
-                inner.volumes.remove(&self.name);
+                inner.volumes.remove(self.name);
             }
         }
+    }
+}
+
+/// A management op on a volume in flight: its mappings were forgotten when it started and
+/// are forgotten again when it ends (dropped).
+pub struct Forgetting<'a> {
+    cache: &'a MapCache,
+    name: &'a str,
+}
+
+impl Drop for Forgetting<'_> {
+    fn drop(&mut self) {
+        self.cache.forget(self.name);
     }
 }
 
@@ -214,7 +227,7 @@ impl MapCache {
     }
 
     /// Starts a mutation of `[offset, offset + size)`: forgets its blocks.
-    pub fn mutation(&self, name: &str, offset: u64, size: u64) -> Mutation<'_> {
+    pub fn mutation<'a>(&'a self, name: &'a str, offset: u64, size: u64) -> Mutation<'a> {
         let mut inner = self.lock();
         let seq = inner.tick();
         let v = inner.track(name);
@@ -230,22 +243,29 @@ impl MapCache {
             v.blocks.clear();
         }
         inner.blocks -= dropped;
-        Mutation { cache: self, name: name.to_string(), seq }
+        Mutation { cache: self, name, seq }
     }
 
     /// A MAPW succeeded: this host holds the volume. Keeps the answer if `mutation` was the
     /// volume's only change since it started.
     pub fn keep_write(&self, mutation: &Mutation<'_>, offset: u64, pieces: &[Piece]) {
-        if let Some(v) = self.lock().volumes.get_mut(&mutation.name) {
+        if let Some(v) = self.lock().volumes.get_mut(mutation.name) {
             v.wanted = true;
         }
-        self.keep(&mutation.name, offset, pieces, |v| v.seq == mutation.seq && v.mutating == 1);
+        self.keep(mutation.name, offset, pieces, |v| v.seq == mutation.seq && v.mutating == 1);
     }
 
     /// This host uses `name` (an OPEN succeeded, or a MAPR answer was flagged cacheable):
     /// its geometry is worth learning.
     pub fn want(&self, name: &str) {
         self.lock().track(name).wanted = true;
+    }
+
+    /// Forgets `name` now and again when the returned guard drops: around a management op
+    /// that changes the volume's map or lock.
+    pub fn forgetting<'a>(&'a self, name: &'a str) -> Forgetting<'a> {
+        self.forget(name);
+        Forgetting { cache: self, name }
     }
 
     /// Forgets everything about `name` and stops caching it (a management op or a mapper

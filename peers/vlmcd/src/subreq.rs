@@ -321,23 +321,15 @@ fn abandon_unsent(port: &Port, states: &mut [State]) {
 /// A request for `sub`, filled in.
 fn prepare(port: &Port, parent: &Incoming, sub: &Sub) -> xseg::Result<Request> {
     let own = if let Window::Own(len) = sub.window { len } else { 0 };
-    let mut req = port.get_request(own)?;
-    let filled = (|| {
-        let edit = port.edit(&mut req);
+    port.prepare_request(own, |req| {
+        let edit = port.edit(req);
         edit.set_op(sub.op).set_offset(sub.offset).set_size(sub.size).set_flags(sub.flags);
         edit.set_target(sub.target.as_bytes())?;
         if let Window::Shared { offset, len } = sub.window {
-            port.share_window(&mut req, parent, offset, len)?;
+            port.share_window(req, parent, offset, len)?;
         }
         Ok(())
-    })();
-    match filled {
-        Ok(()) => Ok(req),
-        Err(e) => {
-            port.put_request(req);
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Logs that a peer is unavailable, at most once a second for the whole daemon.
