@@ -23,6 +23,14 @@ pub trait Peer: Send + Sync + 'static {
 
     /// Called when a worker found nothing to do, at most every `IDLE_TICK`.
     fn on_idle(&self, _io: &PeerIo<'_>) {}
+
+    /// Called by each worker after every round of requests and replies, busy or not, so it
+    /// must be cheap when nothing is due: runs the peer's timed work (retries after a
+    /// backoff, timeouts) and returns how soon it wants to be called again. `None`: no timer
+    /// (the worker sleeps until work arrives, at most [`IDLE_TICK`]).
+    fn poll(&self, _io: &PeerIo<'_>) -> Option<Duration> {
+        None
+    }
 }
 
 /// How often an idle worker wakes up to call [`Peer::on_idle`] and check for stop.
@@ -49,12 +57,28 @@ impl PeerState {
 pub struct PeerIo<'a> {
     pub port: &'a Port,
     pub state: &'a PeerState,
+    /// Every port of the peer (`port` among them), for work that must continue on the port
+    /// that accepted a request.
+    pub ports: &'a [Port],
+}
+
+impl PeerIo<'_> {
+    /// The peer's bound port number `no`, if it has it.
+    pub fn port_no(&self, no: u32) -> Option<&Port> {
+        self.ports.iter().find(|p| p.number() == no)
+    }
 }
 
 impl PeerIo<'_> {
     /// Answers an accepted request and releases its `nr_ops` slot.
     pub fn respond(&self, req: Incoming, result: Result<u64, i32>) {
-        self.port.respond(req, result);
+        self.respond_on(self.port, req, result);
+    }
+
+    /// Answers a request accepted on `port` (one of the peer's, maybe not this worker's)
+    /// and releases its `nr_ops` slot.
+    pub fn respond_on(&self, port: &Port, req: Incoming, result: Result<u64, i32>) {
+        port.respond(req, result);
         self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -122,10 +146,12 @@ impl<P: Peer> Running<P> {
         std::thread::scope(|scope| {
             for port in &self.ports {
                 for t in 0..args.threads {
-                    let (peer, state) = (&self.peer, &self.state);
+                    let (peer, state, ports) = (&self.peer, &self.state, &self.ports[..]);
                     std::thread::Builder::new()
                         .name(format!("port{}-w{t}", port.number()))
-                        .spawn_scoped(scope, move || worker(peer.as_ref(), port, state, drain_timeout))
+                        .spawn_scoped(scope, move || {
+                            worker(peer.as_ref(), PeerIo { port, state, ports }, drain_timeout)
+                        })
                         .expect("spawning a worker thread");
                 }
             }
@@ -141,8 +167,8 @@ impl<P: Peer> Running<P> {
     }
 }
 
-fn worker<P: Peer>(peer: &P, port: &Port, state: &PeerState, drain_timeout: Duration) {
-    let io = PeerIo { port, state };
+fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
+    let (port, state) = (io.port, io.state);
     let mut last_idle = Instant::now();
     let mut stop_seen: Option<Instant> = None;
     loop {
@@ -171,16 +197,21 @@ fn worker<P: Peer>(peer: &P, port: &Port, state: &PeerState, drain_timeout: Dura
                 }
             }
         }
+        let due = peer.poll(&io);
         if !busy {
             if last_idle.elapsed() >= IDLE_TICK {
                 peer.on_idle(&io);
                 last_idle = Instant::now();
             }
+            let sleep = due.map_or(IDLE_TICK, |d| d.min(IDLE_TICK));
+            if sleep.is_zero() {
+                continue;
+            }
             if state.in_flight() >= state.nr_ops {
                 // Requests are queued but no slot is free: only a reply can help now.
-                port.wait_reply(Duration::from_millis(1));
+                port.wait_reply(sleep.min(Duration::from_millis(1)));
             } else {
-                port.wait(IDLE_TICK);
+                port.wait(sleep);
             }
         }
     }

@@ -454,7 +454,10 @@ impl Mapper {
         Ok(volume)
     }
 
-    fn map_write(&self, name: &str, offset: u64, size: u64, out: &mut [u8]) -> Result<u64> {
+    /// The extents of a write (every block made the volume's own first), and for how long
+    /// the answer may be used for writes without asking again: what is left of this host's
+    /// lock confirmation (half a lease from the last time the lock was read).
+    fn map_write(&self, name: &str, offset: u64, size: u64, out: &mut [u8]) -> Result<(u64, Duration)> {
         let volume = self.writable_volume(name)?;
         let mut st = volume.state.lock().expect("poisoned");
         Self::check_range(&st, offset, size)?;
@@ -464,7 +467,12 @@ impl Mapper {
             st = relocked;
             extents.push((Some(object), at, len));
         }
-        encode(&extents, out)
+        let valid = if st.fenced || st.generation.is_none() {
+            Duration::ZERO
+        } else {
+            (self.config.lease / 2).saturating_sub(st.confirmed_at.elapsed())
+        };
+        Ok((encode(&extents, out)?, valid))
     }
 
     /// Whole blocks become zero blocks (own objects deleted after the map no longer names
@@ -848,7 +856,15 @@ impl Mapper {
                 }
                 Ok(answer)
             }
-            Op::MapWrite => self.map_write(&target, offset, size, window),
+            Op::MapWrite => {
+                let (answer, valid) = self.map_write(&target, offset, size, window)?;
+                if !valid.is_zero() {
+                    port.edit(req)
+                        .set_flags(flag_word | archip_proto::MAPPING_CACHEABLE)
+                        .set_offset(valid.as_millis() as u64);
+                }
+                Ok(answer)
+            }
             Op::Discard | Op::WriteZeroes => self.discard(&target, offset, size, window),
             Op::Create => {
                 let text = payload(window)?;

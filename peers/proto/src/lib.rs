@@ -32,12 +32,18 @@
 //! objects. DISCARD turns whole blocks into zero blocks and answers with the extents of the
 //! partial pieces still to be zeroed. An extent list larger than the window is EOVERFLOW.
 //! A MAPR answer carries [`MAPPING_CACHEABLE`] in its flags when this host holds the
-//! volume (or it is a snapshot): no other host changes its map, so vlmcd may cache it.
+//! volume (or it is a snapshot): no other host changes its map, so vlmcd may cache it. A
+//! MAPW answer carries it when the mapper's confirmation of this host's lock is still
+//! valid, and then the answer's `offset` field holds for how many milliseconds more: until
+//! then the returned objects (the volume's own) may be written without asking again (the
+//! sender counts from when it sent the MAPW). A resent request is built afresh, never
+//! resent with fields an answer changed.
 
 use serde::{Deserialize, Serialize};
 
-/// Reply flag of MAPR: the volume is held by this host or is a snapshot, so the mapping
-/// may be cached until the volume changes through this host (above the request flags).
+/// Reply flag of MAPR and MAPW: the volume is held by this host or is a snapshot, so the
+/// mapping may be cached until the volume changes through this host (above the request
+/// flags). On MAPW the reply's `offset` is then the write lease in milliseconds.
 pub const MAPPING_CACHEABLE: u32 = 1 << 16;
 
 /// The default static ports of a host's peers.

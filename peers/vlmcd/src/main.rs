@@ -2,39 +2,44 @@
 //! (archip-proto's volume protocol); it asks the mapper which objects hold the range and
 //! sends object requests to the data blocker that point into the frontend's data window.
 //!
-//! # Design: synchronous workers
-//! * Each worker thread of the peer framework (`--threads` per port) serves one frontend
-//!   request at a time, from accept to respond: run vlmcd with as many threads as requests
-//!   it should serve at once. A request's sub-requests go out on a private dynamic port
-//!   that the request holds from start to end (taken from a pool, bound on first need; at
-//!   most one per worker thread; left when vlmcd stops), so their replies never mix with
-//!   the framework's receive loop or with other requests'.
+//! # Design: every request a state machine, no thread waits
+//! * A frontend request becomes a *flight* (`composer`): its steps (a map lookup, the
+//!   object IO, a forwarded management op) each send a batch of sub-requests (`batch`) and
+//!   return; the replies, matched by a tag in `user_data`, advance it to its next step or
+//!   its answer. So one worker thread keeps every request in flight (up to `--nr-ops`), and
+//!   the data blocker sees them all at once instead of one per vlmcd thread. Sub-requests
+//!   go out from the port that accepted the request, so recovering that port after a crash
+//!   orphans them before failing back the frontend requests (see below). State lives under
+//!   one lock (uncontended with the default single worker).
 //! * Sub-requests that carry data point into the frontend request's window
 //!   (`share_window`): no byte of data is ever copied through vlmcd. A map lookup gets a
 //!   small buffer of its own for the extent list (64 KiB, or more for a range of many small
 //!   blocks, at most the segment's buffer size).
-//! * READ: MAPR to the mapper; zero extents are zeroed in the frontend's window, object
-//!   extents become READs to the data blocker, all sent at once, then all awaited.
-//!   WRITE: MAPW, then WRITEs (with the frontend's FUA flag). DISCARD and WRITE_ZEROES:
-//!   DISCARD to the mapper for the whole range (whole blocks become zero blocks), then
-//!   WRITE_ZEROES for the partial pieces it names. The answer is `size` or the first error.
-//! * FLUSH, SNAPSHOT, CLOSE and DELETE drain the volume first: they wait until every
-//!   request on it accepted before them has completed, and requests arriving meanwhile wait
-//!   behind them (a small map of volume → in-flight count, frozen flag; see `volumes`).
-//!   FLUSH then goes to the data blocker; the others, like every other management op
-//!   (CREATE, CLONE, RENAME, RESIZE, INFO, LIST, OPEN, ACQUIRE, RELEASE), are forwarded to
-//!   the mapper as they are (op, target, offset, size, flags, the frontend's window shared)
-//!   and answered with the mapper's errno and `serviced`.
+//! * READ: the mapping from the cache (`mapcache`), or MAPR to the mapper; zero extents
+//!   are zeroed in the frontend's window, object extents become READs to the data blocker,
+//!   all sent at once. WRITE: the mapping from the cache when every block is the volume's
+//!   own within the mapper's lease, else MAPW; then WRITEs (with the frontend's FUA flag).
+//!   DISCARD and WRITE_ZEROES: DISCARD to the mapper for the whole range (whole blocks
+//!   become zero blocks), then WRITE_ZEROES for the partial pieces it names. The answer is
+//!   `size` or the first error.
+//! * FLUSH, SNAPSHOT, CLOSE and DELETE drain the volume first: they run once every request
+//!   on it accepted before them has completed, and requests arriving meanwhile are parked
+//!   behind them (`volumes`). FLUSH then goes to the data blocker; the others, like every
+//!   other management op (CREATE, CLONE, RENAME, RESIZE, INFO, LIST, OPEN, ACQUIRE,
+//!   RELEASE), are forwarded to the mapper as they are (op, target, offset, size, flags,
+//!   the frontend's window shared) and answered with the mapper's errno and `serviced`.
 //! * While a peer behind vlmcd restarts (port not bound, ring full, or ECONNABORTED from
-//!   the restarted peer's recovery), sub-requests are retried with a short backoff for up
-//!   to `--retry-timeout-ms`, then the request fails with EIO. IO, map lookups, FLUSH, INFO
-//!   and LIST are resent after ECONNABORTED; other management ops only if they were never
-//!   accepted. See `subreq` for the exact rules and the one unsafe-for-data case (a live peer
-//!   silent past `--request-timeout-ms`).
+//!   the restarted peer's recovery), sub-requests are sent again after a short backoff for
+//!   up to `--retry-timeout-ms`, then the request fails with EIO. IO, map lookups, FLUSH,
+//!   INFO and LIST are resent after ECONNABORTED; other management ops only if they were
+//!   never accepted. See `batch` for the exact rules and the one unsafe-for-data case (a
+//!   live peer silent past `--request-timeout-ms`).
 //!
-//! A vlmcd restarted after a crash first recovers its predecessor's private ports (before
-//! binding its static ports fails back the frontend requests the predecessor had accepted),
-//! so that no blocker still serves a sub-request into a frontend buffer that is handed back.
+//! A vlmcd restarted after a crash binds its static ports with recovery, which orphans the
+//! sub-requests its predecessor sent and waits until no live peer still serves one *before*
+//! failing back the frontend requests it had accepted: no blocker still serves a
+//! sub-request into a frontend buffer that is handed back. (It also recovers the dynamic
+//! ports a predecessor of an earlier version sent sub-requests from.)
 //!
 //! Frontend requests are checked first: an unknown op is answered EOPNOTSUPP, a target that
 //! is not a plausible volume name (1 to 64 printable ASCII characters; LIST may have none)
@@ -43,9 +48,10 @@
 //! data path an errno the frontend could not make sense of becomes EIO. Each failed request
 //! is logged once (warnings throttled to 10 a second).
 
+mod batch;
 mod composer;
 mod mapcache;
-mod subreq;
+mod name;
 mod volumes;
 
 use std::process::ExitCode;

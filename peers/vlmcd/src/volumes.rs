@@ -1,199 +1,193 @@
 //! Per-volume in-flight accounting, for draining a volume before FLUSH, SNAPSHOT, CLOSE and
-//! DELETE.
+//! DELETE, without a thread waiting.
 //!
-//! IO enters a volume ([`Volumes::io`]) unless the volume is frozen, and leaves when its
-//! guard drops. A drain ([`Volumes::drain`]) waits until no other drain holds the volume,
-//! freezes it (so requests arriving from then on wait behind it), waits until the IO that
-//! entered before it has left, and unfreezes the volume when its guard drops.
+//! IO enters a volume ([`Volumes::enter_io`]) unless the volume is frozen, and leaves when
+//! it completes ([`Volumes::leave_io`]). A drain ([`Volumes::enter_drain`]) freezes the
+//! volume, so that requests arriving from then on are parked behind it, and runs once the
+//! IO that entered before it has left; when it completes ([`Volumes::leave_drain`]) the
+//! volume thaws and the parked requests start in their order of arrival (up to the next
+//! drain among them, which freezes the volume again).
 //!
-//! The map holds only volumes with something going on (IO in flight, frozen, or a waiter):
-//! an entry is removed as soon as it is idle, so its size is bounded by the requests vlmcd
-//! serves at once (its worker threads), whatever the number of volumes.
+//! The map holds only volumes with something going on (IO in flight, frozen, or parked
+//! requests): an entry is removed as soon as it is idle, so its size is bounded by the
+//! requests vlmcd serves at once, whatever the number of volumes.
 
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::collections::{HashMap, VecDeque};
+
+use crate::name::VolName;
+
+/// A frontend request in flight: its descriptor index and its nonce.
+pub type FlightRef = (u32, u32);
+
+/// What a drain may do now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DrainAdmit {
+    /// Run now: nothing is in flight on the volume.
+    Run,
+    /// The volume is frozen for it; it runs when the IO in flight has left.
+    AfterIo,
+    /// Another drain holds the volume: parked behind it.
+    Parked,
+}
 
 #[derive(Default)]
 pub struct Volumes {
-    map: Mutex<HashMap<String, Vol>>,
-    changed: Condvar,
+    map: HashMap<VolName, Vol>,
 }
 
 #[derive(Default, Debug)]
 struct Vol {
     in_flight: u32,
     frozen: bool,
-    /// Threads waiting on this entry (it must not be removed under them).
-    waiters: u32,
+    /// The drain that froze the volume and waits for the IO in flight to leave.
+    drainer: Option<FlightRef>,
+    /// Requests that arrived while the volume was frozen, in order; `true`: a drain.
+    parked: VecDeque<(FlightRef, bool)>,
 }
 
 impl Vol {
     fn idle(&self) -> bool {
-        self.in_flight == 0 && !self.frozen && self.waiters == 0
+        self.in_flight == 0 && !self.frozen && self.parked.is_empty()
     }
-}
-
-/// IO on a volume; leaves the volume when dropped.
-pub struct IoGuard<'a> {
-    volumes: &'a Volumes,
-    name: String,
-}
-
-/// A drained, frozen volume; thawed when dropped.
-pub struct DrainGuard<'a> {
-    volumes: &'a Volumes,
-    name: String,
 }
 
 impl Volumes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Vol>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    /// IO on `name` wants to start: true if it entered (run it now), false if it was parked.
+    pub fn enter_io(&mut self, name: &VolName, flight: FlightRef) -> bool {
+        let vol = self.map.entry(*name).or_default();
+        if vol.frozen {
+            vol.parked.push_back((flight, false));
+            return false;
+        }
+        vol.in_flight += 1;
+        true
     }
 
-    /// Waits on the entry of `name` until `ready` holds for it; returns the locked map.
-    fn wait_until<'m>(
-        &'m self,
-        mut map: MutexGuard<'m, HashMap<String, Vol>>,
-        name: &str,
-        ready: impl Fn(&Vol) -> bool,
-    ) -> MutexGuard<'m, HashMap<String, Vol>> {
-        loop {
-            let vol = map.entry(name.to_string()).or_default();
-            if ready(vol) {
-                return map;
-            }
-            vol.waiters += 1;
-            map = self.changed.wait(map).unwrap_or_else(PoisonError::into_inner);
-            map.get_mut(name).expect("kept while waited on").waiters -= 1;
+    /// A drain of `name` wants to start.
+    pub fn enter_drain(&mut self, name: &VolName, flight: FlightRef) -> DrainAdmit {
+        let vol = self.map.entry(*name).or_default();
+        if vol.frozen {
+            vol.parked.push_back((flight, true));
+            return DrainAdmit::Parked;
+        }
+        vol.frozen = true;
+        if vol.in_flight == 0 {
+            DrainAdmit::Run
+        } else {
+            vol.drainer = Some(flight);
+            DrainAdmit::AfterIo
         }
     }
 
-    /// Enters `name` for IO, waiting while a drain holds it.
-    pub fn io(&self, name: &str) -> IoGuard<'_> {
-        let mut map = self.wait_until(self.lock(), name, |v| !v.frozen);
-        map.get_mut(name).expect("entry present").in_flight += 1;
-        IoGuard { volumes: self, name: name.to_string() }
-    }
-
-    /// Drains `name`: waits for an earlier drain to finish, freezes the volume, then waits
-    /// until every IO that entered before has left.
-    pub fn drain(&self, name: &str) -> DrainGuard<'_> {
-        let mut map = self.wait_until(self.lock(), name, |v| !v.frozen);
-        map.get_mut(name).expect("entry present").frozen = true;
-        let _map = self.wait_until(map, name, |v| v.in_flight == 0);
-        DrainGuard { volumes: self, name: name.to_string() }
-    }
-
-    fn release(&self, name: &str, change: impl FnOnce(&mut Vol)) {
-        let mut map = self.lock();
-        if let Some(vol) = map.get_mut(name) {
-            change(vol);
-            if vol.idle() {
-                map.remove(name);
-            }
+    /// IO on `name` completed; returns the drain to run now, if it was the last IO one
+    /// waited for.
+    pub fn leave_io(&mut self, name: &VolName) -> Option<FlightRef> {
+        let vol = self.map.get_mut(name)?;
+        vol.in_flight -= 1;
+        let drainer = if vol.in_flight == 0 { vol.drainer.take() } else { None };
+        if vol.idle() {
+            self.map.remove(name);
         }
-        drop(map);
-        self.changed.notify_all();
+        drainer
+    }
+
+    /// A drain of `name` completed: the volume thaws. Returns the requests to run now, in
+    /// order (they have entered the volume; a drain among them has frozen it again).
+    pub fn leave_drain(&mut self, name: &VolName) -> Vec<FlightRef> {
+        let mut start = Vec::new();
+        let Some(vol) = self.map.get_mut(name) else { return start };
+        vol.frozen = false;
+        while let Some((flight, drain)) = vol.parked.pop_front() {
+            if !drain {
+                vol.in_flight += 1;
+                start.push(flight);
+                continue;
+            }
+            vol.frozen = true;
+            if vol.in_flight == 0 {
+                start.push(flight);
+            } else {
+                vol.drainer = Some(flight);
+            }
+            break;
+        }
+        if vol.idle() {
+            self.map.remove(name);
+        }
+        start
     }
 
     /// Volumes with an entry (for tests).
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.lock().len()
-    }
-}
-
-impl Drop for IoGuard<'_> {
-    fn drop(&mut self) {
-        self.volumes.release(&self.name, |v| v.in_flight -= 1);
-    }
-}
-
-impl Drop for DrainGuard<'_> {
-    fn drop(&mut self) {
-        self.volumes.release(&self.name, |v| v.frozen = false);
+        self.map.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
+
+    fn vol(name: &str) -> VolName {
+        VolName::new(name).unwrap()
+    }
 
     #[test]
     fn entries_go_away_when_idle() {
-        let v = Volumes::default();
-        {
-            let _a = v.io("a");
-            let _b = v.io("a");
-            let _c = v.io("b");
-            assert_eq!(v.entries(), 2);
+        let mut v = Volumes::default();
+        assert!(v.enter_io(&vol("a"), (1, 1)));
+        assert!(v.enter_io(&vol("a"), (2, 1)));
+        assert!(v.enter_io(&vol("b"), (3, 1)));
+        assert_eq!(v.entries(), 2);
+        for name in ["a", "a", "b"] {
+            assert_eq!(v.leave_io(&vol(name)), None);
         }
         assert_eq!(v.entries(), 0);
-        drop(v.drain("a"));
+        assert_eq!(v.enter_drain(&vol("a"), (4, 1)), DrainAdmit::Run);
+        assert!(v.leave_drain(&vol("a")).is_empty());
         assert_eq!(v.entries(), 0);
     }
 
     #[test]
     fn a_drain_waits_for_earlier_io_and_holds_later_io() {
-        let v = Arc::new(Volumes::default());
-        let io = v.io("vol");
-        let other = v.io("other");
-        let drained = Arc::new(AtomicU32::new(0));
-        let drainer = {
-            let (v, drained) = (v.clone(), drained.clone());
-            std::thread::spawn(move || {
-                let guard = v.drain("vol");
-                drained.store(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(100));
-                drained.store(2, Ordering::SeqCst);
-                drop(guard);
-            })
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(drained.load(Ordering::SeqCst), 0, "the drain waits for the IO in flight");
-        // Wait until the drain has frozen the volume, then try more IO on it.
-        while v.lock().get("vol").is_none_or(|e| !e.frozen) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let late = {
-            let (v, drained) = (v.clone(), drained.clone());
-            std::thread::spawn(move || {
-                let _g = v.io("vol");
-                drained.load(Ordering::SeqCst)
-            })
-        };
-        // Other volumes are not held up.
-        drop(v.io("other"));
-        drop(io);
-        drainer.join().unwrap();
-        assert_eq!(late.join().unwrap(), 2, "IO that arrived during the drain ran after it");
-        drop(other);
+        let mut v = Volumes::default();
+        let name = vol("vol");
+        assert!(v.enter_io(&name, (1, 1)));
+        assert!(v.enter_io(&vol("other"), (2, 1)));
+        assert_eq!(v.enter_drain(&name, (3, 1)), DrainAdmit::AfterIo);
+        // Later IO waits behind the drain; other volumes are not held up.
+        assert!(!v.enter_io(&name, (4, 1)));
+        assert!(v.enter_io(&vol("other"), (5, 1)));
+        // The last earlier IO leaving lets the drain run.
+        assert_eq!(v.leave_io(&name), Some((3, 1)));
+        assert_eq!(v.leave_drain(&name), vec![(4, 1)]);
+        assert_eq!(v.leave_io(&name), None);
+        v.leave_io(&vol("other"));
+        v.leave_io(&vol("other"));
         assert_eq!(v.entries(), 0);
     }
 
     #[test]
-    fn drains_of_one_volume_run_one_at_a_time() {
-        let v = Arc::new(Volumes::default());
-        let inside = Arc::new(AtomicU32::new(0));
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let (v, inside) = (v.clone(), inside.clone());
-                std::thread::spawn(move || {
-                    for _ in 0..20 {
-                        let _g = v.drain("vol");
-                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
-                        std::thread::yield_now();
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+    fn drains_of_one_volume_run_one_at_a_time_in_order() {
+        let mut v = Volumes::default();
+        let name = vol("vol");
+        assert_eq!(v.enter_drain(&name, (1, 1)), DrainAdmit::Run);
+        assert!(!v.enter_io(&name, (2, 1)));
+        assert_eq!(v.enter_drain(&name, (3, 1)), DrainAdmit::Parked);
+        assert!(!v.enter_io(&name, (4, 1)));
+        // The first drain ends: the IO before the second drain runs, the drain waits for it.
+        assert_eq!(v.leave_drain(&name), vec![(2, 1)]);
+        assert!(!v.enter_io(&name, (5, 1)), "still frozen for the second drain");
+        assert_eq!(v.leave_io(&name), Some((3, 1)));
+        assert_eq!(v.leave_drain(&name), vec![(4, 1), (5, 1)]);
+        v.leave_io(&name);
+        v.leave_io(&name);
+        assert_eq!(v.entries(), 0);
+        // A drain parked right behind another, with no IO between, runs at the thaw.
+        assert_eq!(v.enter_drain(&name, (6, 1)), DrainAdmit::Run);
+        assert_eq!(v.enter_drain(&name, (7, 1)), DrainAdmit::Parked);
+        assert_eq!(v.leave_drain(&name), vec![(7, 1)]);
+        assert!(v.leave_drain(&name).is_empty());
         assert_eq!(v.entries(), 0);
     }
 }

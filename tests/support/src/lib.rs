@@ -64,7 +64,10 @@ pub struct StackOptions {
     /// Where the objects live (default: `<stack dir>/store`); two stacks given the same
     /// directory share their storage, as two hosts on one NFS export do.
     pub store_dir: Option<PathBuf>,
+    /// Worker threads of the blocker and of the mapper.
     pub threads: u32,
+    /// Worker threads of vlmcd (one keeps every request in flight; more share its lock).
+    pub vlmcd_threads: u32,
     /// Extra flags for vlmcd.
     pub vlmcd_flags: Vec<String>,
     /// `FAILPOINTS` for the mapper, if any.
@@ -90,6 +93,7 @@ impl Default for StackOptions {
             lock_wait_ms: 60_000,
             store_dir: None,
             threads: 4,
+            vlmcd_threads: 1,
             vlmcd_flags: Vec::new(),
             mapper_failpoints: None,
             rados: None,
@@ -193,7 +197,8 @@ impl Stack {
         let tag = format!("{role:?}").to_lowercase();
         let pidfile = self.dir.join(format!("{tag}.pid"));
         let log = self.log_path(role);
-        let threads = self.options.threads.to_string();
+        let threads =
+            if role == Role::Vlmcd { self.options.vlmcd_threads } else { self.options.threads }.to_string();
         let mut cmd = Command::new(binary(self.binary_of(role)));
         cmd.args(["--segment", &self.name, "--daemonize", "--threads", &threads])
             .arg("--pidfile")

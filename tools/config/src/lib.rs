@@ -28,7 +28,7 @@
 //! | | `client_id` | `rados`: the Ceph client id (`"admin"`: client.admin); it needs `osd` access to the pools and the monitor's `osd blocklist` command |
 //! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2 (8 with `kind = "rados"`), 256 |
 //! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms` | 2, 4, 256, 5000, 60000 |
-//! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 2 (8 with `kind = "rados"`), 256 |
+//! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 1, 256 |
 //! | `[fuse]` | `mountpoint` | none: no mount; an absolute path: `archipelago start` mounts the volumes there with `archip-fuse` (see below) |
 //! | | `allow_other` | `false` (`archip-fuse --allow-other`: other users may use the mount; needs `user_allow_other` in `/etc/fuse.conf` for non-root) |
 //! | | `read_only` | `false` (`archip-fuse --ro`) |
