@@ -31,14 +31,37 @@ pub fn cluster() -> anyhow::Result<&'static TestCluster> {
     }
     // `shared` panics (it is made for tests) when the cluster does not start; its message is
     // start-cluster's output.
-    std::panic::catch_unwind(test_cluster::shared).map_err(|panic| {
+    let cluster = std::panic::catch_unwind(test_cluster::shared).map_err(|panic| {
         let message = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
         anyhow::anyhow!("starting the throwaway Ceph cluster (tests/ceph/start-cluster): {message}")
-    })
+    })?;
+    ensure_not_full(cluster)?;
+    Ok(cluster)
+}
+
+/// Refuses a test cluster whose OSD says it is full: every write would hang until its
+/// timeout. Its memstore's byte count drifts below zero after many runs on one cluster
+/// (Ceph 16's memstore accounting), which the OSD's failsafe takes for full.
+fn ensure_not_full(cluster: &TestCluster) -> anyhow::Result<()> {
+    let out = Command::new("timeout")
+        .args(["20", "ceph", "-c"])
+        .arg(&cluster.conf)
+        .arg("health")
+        .output()
+        .context("running ceph health (package ceph-common)")?;
+    let health = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        !health.contains("full"),
+        "the shared test cluster ({}) reports: {} -- its memstore OSD's usage count drifts after many \
+         runs; let it stop (its keeper stops it 10 s after the last user) and run again",
+        cluster.dir.display(),
+        health.trim()
+    );
+    Ok(())
 }
 
 /// What `rados bench` measured.

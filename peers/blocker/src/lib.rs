@@ -24,7 +24,10 @@
 //!
 //! Errors complete the request with the store error's errno; unknown ops with EOPNOTSUPP;
 //! a size larger than the window, or a target that is not a valid name, with EINVAL.
-//! Blocking store calls run on the peer's worker threads (`--threads`).
+//! Blocking store calls run on the peer's worker threads (`--threads`). A store with
+//! asynchronous IO ([`ObjectStore::async_io`], RADOS) serves READ and WRITE without a worker
+//! waiting: the worker starts the operation on the request's data window (zero copy) and
+//! returns; the store's completion answers the request from its own thread.
 //!
 //! A waiting ACQUIRE holds its worker while it waits (the store wakes it on a release:
 //! RADOS watch/notify, or a poll), so at most `--threads` − 1 wait at once per peer: one
@@ -35,8 +38,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archip_peer::{Peer, PeerIo};
-use archip_store::{Durability, ObjectName, ObjectStore, StoreError};
+use archip_peer::{Peer, PeerIo, Throttle};
+use archip_store::{Durability, IoBuf, ObjectName, ObjectStore, StoreError};
 use xseg::{flags, Incoming, Op, Port};
 
 /// Longest one ACQUIRE waits for a release; a longer wait is the caller's loop.
@@ -44,7 +47,7 @@ pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(2);
 
 pub struct BlockerPeer {
     store: Arc<dyn ObjectStore>,
-    warnings: archip_peer::Throttle,
+    warnings: Arc<Throttle>,
     /// ACQUIREs waiting for a release right now, and how many may.
     lock_waiters: AtomicU32,
     lock_waiters_max: u32,
@@ -55,7 +58,7 @@ impl BlockerPeer {
     pub fn new(store: Arc<dyn ObjectStore>, threads: u32) -> BlockerPeer {
         BlockerPeer {
             store,
-            warnings: archip_peer::Throttle::new(1000),
+            warnings: Arc::new(Throttle::new(1000)),
             lock_waiters: AtomicU32::new(0),
             lock_waiters_max: threads.saturating_sub(1),
         }
@@ -115,18 +118,27 @@ fn invalid(reason: impl Into<String>) -> Failure {
     Failure { errno: libc::EINVAL, reason: reason.into() }
 }
 
+/// Logs a failed request: missing objects and held locks are answers (debug), anything
+/// else a warning, at most one a second (a fenced or broken store fails every request).
+fn log_failure(warnings: &Throttle, op: u32, f: &Failure) {
+    if f.errno == libc::ENOENT || f.errno == libc::EBUSY || f.errno == libc::EEXIST {
+        tracing::debug!(op, reason = %f.reason, "request failed");
+    } else if let Some(suppressed) = warnings.allow() {
+        tracing::warn!(op, reason = %f.reason, suppressed, "request failed");
+    }
+}
+
 impl Peer for BlockerPeer {
     fn on_request(&self, io: &PeerIo<'_>, mut req: Incoming) {
+        if self.store.async_io().is_some() {
+            match self.start_async(io, req) {
+                Ok(()) => return,
+                Err(r) => req = r,
+            }
+        }
         let result = self.serve(io.port, &mut req);
         if let Err(f) = &result {
-            let view = io.port.view(&req);
-            // Missing objects and held locks are answers, not faults.
-            if f.errno == libc::ENOENT || f.errno == libc::EBUSY || f.errno == libc::EEXIST {
-                tracing::debug!(op = view.op_raw(), reason = %f.reason, "request failed");
-            } else if let Some(suppressed) = self.warnings.allow() {
-                // At most one warning a second: a fenced or broken store fails every request.
-                tracing::warn!(op = view.op_raw(), reason = %f.reason, suppressed, "request failed");
-            }
+            log_failure(&self.warnings, io.port.view(&req).op_raw(), f);
         }
         io.respond(req, result.map_err(|f| f.errno));
     }
@@ -141,6 +153,41 @@ fn durability(flags_word: u32) -> Durability {
 }
 
 impl BlockerPeer {
+    /// Starts a READ or WRITE on the store's asynchronous IO; the completion answers it.
+    /// Any other request (or one that is malformed) comes back to be served the usual way.
+    fn start_async(&self, io: &PeerIo<'_>, mut req: Incoming) -> Result<(), Incoming> {
+        let Some(store) = self.store.async_io() else { return Err(req) };
+        let view = io.port.view(&req);
+        let (op, offset, size, flag_word) = (view.op(), view.offset(), view.size(), view.flags());
+        if !matches!(op, Some(Op::Read | Op::Write)) {
+            return Err(req);
+        }
+        let Some(name) = view.target().and_then(|t| t.as_str().and_then(|n| ObjectName::new(n).ok())) else {
+            return Err(req);
+        };
+        let Ok(data) = io.port.data_mut(&mut req) else { return Err(req) };
+        let Some(len) = usize::try_from(size).ok().filter(|&n| n <= data.len()) else { return Err(req) };
+        // SAFETY: the window lies in the segment, which the responder's port keeps mapped
+        // until the completion ran; and it belongs to `req`, which this blocker holds (no
+        // one else touches the window) until the completion answers it.
+        let buf = unsafe { IoBuf::new(data.as_mut_ptr(), len) };
+        let (responder, warnings, op_raw) =
+            (io.responder(), self.warnings.clone(), op.map_or(0, |o| o as u32));
+        let done = Box::new(move |result: archip_store::Result<()>| {
+            let result = result.map(|()| size).map_err(Failure::from);
+            if let Err(f) = &result {
+                log_failure(&warnings, op_raw, f);
+            }
+            responder.respond(req, result.map_err(|f| f.errno));
+        });
+        if op == Some(Op::Read) {
+            store.read_async(&name, offset, buf, done);
+        } else {
+            store.write_async(&name, offset, buf, durability(flag_word), done);
+        }
+        Ok(())
+    }
+
     fn serve(&self, port: &Port, req: &mut Incoming) -> Result<u64, Failure> {
         let view = port.view(req);
         let op =

@@ -24,4 +24,4 @@ pub use args::{PeerArgs, PORTS_PER_PEER_MAX};
 pub use daemon::{daemonize, Pidfile, Readiness};
 pub use logging::init as init_logging;
 pub use throttle::Throttle;
-pub use worker::{run, Peer, PeerIo, PeerState, IDLE_TICK};
+pub use worker::{run, Peer, PeerIo, PeerState, Responder, IDLE_TICK};

@@ -55,17 +55,23 @@ impl PeerState {
 
 /// A worker's handle to its port, given to every [`Peer`] callback.
 pub struct PeerIo<'a> {
-    pub port: &'a Port,
-    pub state: &'a PeerState,
+    pub port: &'a Arc<Port>,
+    pub state: &'a Arc<PeerState>,
     /// Every port of the peer (`port` among them), for work that must continue on the port
     /// that accepted a request.
-    pub ports: &'a [Port],
+    pub ports: &'a [Arc<Port>],
 }
 
 impl PeerIo<'_> {
     /// The peer's bound port number `no`, if it has it.
     pub fn port_no(&self, no: u32) -> Option<&Port> {
-        self.ports.iter().find(|p| p.number() == no)
+        self.ports.iter().find(|p| p.number() == no).map(|p| &**p)
+    }
+
+    /// A handle that answers requests accepted on this worker's port from any thread,
+    /// later: for stores that complete IO on their own threads (librados callbacks).
+    pub fn responder(&self) -> Responder {
+        Responder { port: self.port.clone(), state: self.state.clone() }
     }
 }
 
@@ -80,6 +86,25 @@ impl PeerIo<'_> {
     pub fn respond_on(&self, port: &Port, req: Incoming, result: Result<u64, i32>) {
         port.respond(req, result);
         self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers requests accepted on one port, from any thread (see [`PeerIo::responder`]). It
+/// keeps the port bound (and the segment mapped) while it lives.
+pub struct Responder {
+    port: Arc<Port>,
+    state: Arc<PeerState>,
+}
+
+impl Responder {
+    /// Answers an accepted request and releases its `nr_ops` slot.
+    pub fn respond(&self, req: Incoming, result: Result<u64, i32>) {
+        self.port.respond(req, result);
+        self.state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn port(&self) -> &Port {
+        &self.port
     }
 }
 
@@ -106,7 +131,7 @@ pub fn run<P: Peer>(
 
 struct Running<P> {
     peer: Arc<P>,
-    ports: Vec<Port>,
+    ports: Vec<Arc<Port>>,
     state: Arc<PeerState>,
     _pidfile: Option<Pidfile>,
 }
@@ -123,7 +148,7 @@ fn start<P: Peer>(
     let mut bound = Vec::new();
     for no in ports {
         let port = seg.bind_port_recovering(no).with_context(|| format!("binding port {no}"))?;
-        bound.push(port);
+        bound.push(Arc::new(port));
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -132,7 +157,7 @@ fn start<P: Peer>(
     let state = Arc::new(PeerState { in_flight: AtomicU32::new(0), nr_ops: args.nr_ops, stop });
     tracing::info!(
         segment = %args.segment,
-        ports = ?bound.iter().map(Port::number).collect::<Vec<_>>(),
+        ports = ?bound.iter().map(|p| p.number()).collect::<Vec<_>>(),
         nr_ops = args.nr_ops,
         threads = args.threads,
         "peer ready"
@@ -161,7 +186,8 @@ impl<P: Peer> Running<P> {
             tracing::warn!(in_flight = left, "drain timed out; leaving with requests unanswered");
         }
         tracing::info!("peer stopped");
-        // Dropping the ports fails back whatever is still queued for them.
+        // Dropping the ports fails back whatever is still queued for them (a port is left
+        // when its last holder drops it: a completion still running keeps it).
         drop(self.ports);
         Ok(())
     }

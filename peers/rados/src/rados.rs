@@ -4,10 +4,16 @@
 //! Every object operation is submitted with the asynchronous API (`rados_aio_*` with a
 //! completion made by `rados_aio_create_completion2`) and the calling thread then waits on
 //! its completion. A call therefore never holds a lock of ours while the cluster works, and
-//! as many operations are in flight as there are threads calling: the blocker's worker
-//! threads keep many in flight over one connection. Buffers lent to an operation (the
-//! destination of a read) are borrowed for the call, which returns only once librados is
-//! done with them.
+//! as many operations are in flight as there are threads calling. Buffers lent to an
+//! operation (the destination of a read) are borrowed for the call, which returns only once
+//! librados is done with them.
+//!
+//! The data path does not wait: [`IoCtx::aio_stat_read`] and [`IoCtx::aio_write`] return at
+//! once and call a closure from librados' completion callback (its finisher thread), so one
+//! thread keeps any number of reads and writes in flight. Their buffers are lent by raw
+//! pointer under an `unsafe` contract (valid until the closure has run); the operation's
+//! state (output slots, the closure, an `Arc` of the I/O context) is boxed and owned by
+//! librados from submission to callback.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::marker::PhantomData;
@@ -346,7 +352,8 @@ unsafe impl Sync for IoCtx {}
 
 impl Drop for IoCtx {
     fn drop(&mut self) {
-        // SAFETY: every operation borrows the IoCtx and waits for its completion, so none is
+        // SAFETY: every blocking operation borrows the IoCtx and waits for its completion,
+        // and every asynchronous one holds an Arc of it until its callback ran, so none is
         // in flight; the context is destroyed once, before its cluster (held by self.cluster).
         unsafe { sys::rados_ioctx_destroy(self.handle) }
     }
@@ -389,6 +396,54 @@ pub struct Completed {
 /// The largest read or write one aio call takes (`int` return values count the bytes).
 const MAX_IO: usize = i32::MAX as usize;
 
+/// What an asynchronous stat + read found.
+#[derive(Debug, Clone, Copy)]
+pub struct StatRead {
+    /// The object's size.
+    pub size: u64,
+    /// Bytes read.
+    pub bytes: usize,
+}
+
+/// What an [`Inflight`] operation does when it completes: gets its return value and may read
+/// its output slots.
+type Finish = Box<dyn FnOnce(&Inflight, c_int) + Send>;
+
+/// One asynchronous operation in flight, owned by librados (through the completion's
+/// callback argument) from its submission until [`aio_finished`].
+struct Inflight {
+    /// Keeps the I/O context alive while the operation is in flight.
+    _io: Arc<IoCtx>,
+    /// A compound read op (released after completion), or null.
+    read_op: sys::rados_read_op_t,
+    stat: StatOut,
+    read: ReadOut,
+    /// Gets the operation's return value; reads the output slots.
+    finish: Option<Finish>,
+}
+
+/// The completion callback of every [`Inflight`] operation.
+///
+/// # Safety
+/// `arg` is the `Box<Inflight>` leaked by `IoCtx::submit_inflight` for the completion `c`;
+/// librados calls this once per completion, holding its own reference to `c` meanwhile.
+unsafe extern "C" fn aio_finished(c: sys::rados_completion_t, arg: *mut c_void) {
+    // SAFETY: the contract above: the box is reclaimed exactly once, here.
+    let mut inflight = unsafe { Box::from_raw(arg.cast::<Inflight>()) };
+    // SAFETY: the operation is complete, so its return value is final.
+    let ret = unsafe { sys::rados_aio_get_return_value(c) };
+    if let Some(finish) = inflight.finish.take() {
+        finish(&inflight, ret);
+    }
+    if !inflight.read_op.is_null() {
+        // SAFETY: the op's execution is complete; it is released once.
+        unsafe { sys::rados_release_read_op(inflight.read_op) };
+    }
+    // SAFETY: our reference to the completion, released once; librados keeps its own until
+    // this callback returns (it takes one before calling back).
+    unsafe { sys::rados_aio_release(c) };
+}
+
 impl IoCtx {
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
@@ -420,6 +475,140 @@ impl IoCtx {
             unsafe { (sys::rados_aio_get_return_value(c.0), sys::rados_aio_get_version(c.0)) };
         let ret = check(&what, i64::from(ret))?;
         Ok(Completed { ret, version })
+    }
+
+    /// Hands `inflight` to librados with a completion whose callback finishes it, and runs
+    /// `submit` with the (stable) state and the completion. If anything fails before the
+    /// operation is in flight, its `finish` runs here with the error.
+    fn submit_inflight(
+        &self,
+        inflight: Box<Inflight>,
+        submit: impl FnOnce(&mut Inflight, sys::rados_completion_t) -> c_int,
+    ) {
+        let raw = Box::into_raw(inflight);
+        let mut c: sys::rados_completion_t = ptr::null_mut();
+        // SAFETY: c is valid for a write; raw stays valid until the callback reclaims it.
+        let mut ret = unsafe { sys::rados_aio_create_completion2(raw.cast(), Some(aio_finished), &mut c) };
+        if ret >= 0 {
+            // SAFETY: raw is ours until submission succeeds (then librados owns it through c).
+            ret = submit(unsafe { &mut *raw }, c);
+            if ret < 0 {
+                // SAFETY: not submitted, so librados will never call back: ours to release.
+                unsafe { sys::rados_aio_release(c) };
+            }
+        }
+        if ret < 0 {
+            // SAFETY: nothing was submitted: the box is still ours, reclaimed once.
+            let mut inflight = unsafe { Box::from_raw(raw) };
+            if !inflight.read_op.is_null() {
+                // SAFETY: built, never submitted; released once.
+                unsafe { sys::rados_release_read_op(inflight.read_op) };
+                inflight.read_op = ptr::null_mut();
+            }
+            if let Some(finish) = inflight.finish.take() {
+                finish(&inflight, ret);
+            }
+        }
+    }
+
+    /// Starts a stat of `oid` and a read of `len` bytes at `offset` into `buf`, as one
+    /// compound op, and returns at once. `done` runs once, on librados' finisher thread (or
+    /// on this one if the op could not start), with the object's size and the bytes read.
+    ///
+    /// # Safety
+    /// The `len` bytes at `buf` must stay valid for writes, and nothing else may access
+    /// them, until `done` has run.
+    pub unsafe fn aio_stat_read(
+        self: &Arc<Self>,
+        oid: &CStr,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+        done: impl FnOnce(Result<StatRead>) + Send + 'static,
+    ) {
+        let what = format!("reading {oid:?}");
+        let len = len.min(MAX_IO);
+        // SAFETY: creating an op has no preconditions; it is released after completion.
+        let op = unsafe { sys::rados_create_read_op() };
+        assert!(!op.is_null(), "rados_create_read_op returned NULL (out of memory)");
+        let inflight = Box::new(Inflight {
+            _io: self.clone(),
+            read_op: op,
+            stat: StatOut { size: 0, mtime: 0, rval: 0 },
+            read: ReadOut { bytes: 0, rval: 0 },
+            finish: Some(Box::new(move |state: &Inflight, ret: c_int| {
+                let step = [state.stat.rval, state.read.rval].into_iter().find(|&r| r < 0);
+                let result = match check(|| what.clone(), i64::from(ret)) {
+                    Err(e) => Err(e),
+                    Ok(_) => match step {
+                        Some(bad) => Err(RadosError::new(what, i64::from(bad))),
+                        None => Ok(StatRead { size: state.stat.size, bytes: state.read.bytes }),
+                    },
+                };
+                done(result);
+            })),
+        });
+        let oid = oid.to_owned();
+        self.submit_inflight(inflight, |state, c| {
+            // SAFETY: the output slots live in the boxed state until the callback; the
+            // caller keeps `buf` valid until `done` ran; librados copies the oid.
+            unsafe {
+                sys::rados_read_op_stat(
+                    op,
+                    &mut state.stat.size,
+                    &mut state.stat.mtime,
+                    &mut state.stat.rval,
+                );
+                sys::rados_read_op_read(
+                    op,
+                    offset,
+                    len,
+                    buf.cast(),
+                    &mut state.read.bytes,
+                    &mut state.read.rval,
+                );
+                sys::rados_aio_read_op_operate(
+                    op,
+                    self.handle,
+                    c,
+                    oid.as_ptr(),
+                    sys::LIBRADOS_OPERATION_NOFLAG,
+                )
+            }
+        });
+    }
+
+    /// Starts a write of the `len` bytes at `data` to `offset` of `oid` (creating it) and
+    /// returns at once. `done` runs once, as for [`aio_stat_read`](Self::aio_stat_read).
+    ///
+    /// # Safety
+    /// The `len` bytes at `data` must stay valid for reads until `done` has run.
+    pub unsafe fn aio_write(
+        self: &Arc<Self>,
+        oid: &CStr,
+        offset: u64,
+        data: *const u8,
+        len: usize,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        let what = format!("writing {oid:?}");
+        if len > MAX_IO {
+            return done(Err(RadosError::new(format!("{what}: {len} bytes"), -i64::from(libc::EFBIG))));
+        }
+        let inflight = Box::new(Inflight {
+            _io: self.clone(),
+            read_op: ptr::null_mut(),
+            stat: StatOut { size: 0, mtime: 0, rval: 0 },
+            read: ReadOut { bytes: 0, rval: 0 },
+            finish: Some(Box::new(move |_: &Inflight, ret: c_int| {
+                done(check(|| what, i64::from(ret)).map(drop))
+            })),
+        });
+        let oid = oid.to_owned();
+        self.submit_inflight(inflight, |_, c| {
+            // SAFETY: the caller keeps `data` valid until `done` ran; librados copies the oid.
+            unsafe { sys::rados_aio_write(self.handle, oid.as_ptr(), c, data.cast(), len, offset) }
+        });
     }
 
     /// Reads up to `buf.len()` bytes at `offset` (`rados_aio_read`); returns how many were

@@ -8,13 +8,13 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use archip_store::{
-    check_owner, check_prefix, check_range, now_unix_ms, ContentHasher, Durability, ErrorKind, LockGrant,
-    LockRecord, ObjectName, ObjectStore, Result, StoreError,
+    check_owner, check_prefix, check_range, now_unix_ms, AsyncIo, Completion, ContentHasher, Durability,
+    ErrorKind, IoBuf, LockGrant, LockRecord, ObjectName, ObjectStore, Result, StoreError,
 };
 
 use crate::cls_lock;
 use crate::error::RadosError;
-use crate::rados::{Cluster, IoCtx, Locker, ReadOp, WriteOp};
+use crate::rados::{Cluster, IoCtx, Locker, ReadOp, StatRead, WriteOp};
 
 /// The prefix of lock objects' names. No object name starts with `.`, so a lock object can
 /// never collide with an object, and `list` skips every name starting with `.`.
@@ -49,10 +49,10 @@ pub struct RadosStoreOptions {
 
 /// An object store in one namespace of one RADOS pool: one RADOS object per object.
 pub struct RadosStore {
-    io: IoCtx,
+    io: Arc<IoCtx>,
     options: RadosStoreOptions,
     /// Set once this client was found blocklisted (logged once, not per request).
-    fenced: AtomicBool,
+    fenced: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RadosStore {
@@ -102,6 +102,129 @@ struct LockState {
     holder: Option<LockRecord>,
 }
 
+/// [`RadosStore::err`] for a context and its fenced flag.
+fn map_err(io: &IoCtx, fenced: &AtomicBool, op: &'static str, name: &str, e: RadosError) -> StoreError {
+    match e.errno() {
+        libc::ENOENT => StoreError::not_found(op, name),
+        errno => errno_err(io, fenced, op, name, errno),
+    }
+}
+
+/// [`RadosStore::io_err`] for a context and its fenced flag.
+fn errno_err(io: &IoCtx, fenced: &AtomicBool, op: &'static str, name: &str, errno: i32) -> StoreError {
+    if errno == libc::ESHUTDOWN && !fenced.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            pool = io.pool(),
+            client = %io.cluster().entity_name(),
+            "this client is blocklisted by the cluster (a lock it held was broken): every operation \
+             fails with ESHUTDOWN until the daemon is restarted"
+        );
+    }
+    StoreError::io(op, name, io::Error::from_raw_os_error(errno))
+}
+
+/// An asynchronous read in flight: a stat + read op, sent again for the rest after a short
+/// read inside the object (as the blocking read does).
+struct AsyncRead {
+    io: Arc<IoCtx>,
+    fenced: Arc<AtomicBool>,
+    name: ObjectName,
+    oid: CString,
+    offset: u64,
+    buf: IoBuf,
+    /// Bytes read so far.
+    done_bytes: usize,
+    attempts: usize,
+    done: Completion,
+}
+
+impl AsyncRead {
+    fn start(self: Box<Self>) {
+        let (io, oid) = (self.io.clone(), self.oid.clone());
+        let at = self.offset + self.done_bytes as u64;
+        let (ptr, len) = (self.buf.ptr_at(self.done_bytes), self.buf.len() - self.done_bytes);
+        // SAFETY: `ptr..ptr+len` lies in `buf`, lent to this read until `done` runs (IoBuf's
+        // contract); the closure keeps `buf` (and so that right) until then.
+        unsafe { io.aio_stat_read(&oid, at, ptr, len, move |result| self.finished(result)) };
+    }
+
+    fn finished(mut self: Box<Self>, result: std::result::Result<StatRead, RadosError>) {
+        let read = match result {
+            Ok(read) => read,
+            Err(e) => {
+                let err = map_err(&self.io, &self.fenced, "read", self.name.as_str(), e);
+                return (self.done)(Err(err));
+            }
+        };
+        let at = self.offset + self.done_bytes as u64;
+        let want = self.buf.len() - self.done_bytes;
+        let expected = want.min(usize::try_from(read.size.saturating_sub(at)).unwrap_or(usize::MAX));
+        self.done_bytes += read.bytes;
+        if read.bytes >= expected {
+            self.buf.zero_from(self.done_bytes); // past the end of the object
+            return (self.done)(Ok(()));
+        }
+        // A short read inside the object: read on from there.
+        self.attempts += 1;
+        if self.attempts >= RETRIES {
+            let err = errno_err(&self.io, &self.fenced, "read", self.name.as_str(), libc::EIO);
+            return (self.done)(Err(err));
+        }
+        self.start();
+    }
+}
+
+impl AsyncIo for RadosStore {
+    fn read_async(&self, name: &ObjectName, offset: u64, buf: IoBuf, done: Completion) {
+        if let Err(e) = check_range("read", name, offset, buf.len() as u64) {
+            return done(Err(e));
+        }
+        if buf.is_empty() {
+            return done(Ok(()));
+        }
+        Box::new(AsyncRead {
+            io: self.io.clone(),
+            fenced: self.fenced.clone(),
+            name: name.clone(),
+            oid: oid(name),
+            offset,
+            buf,
+            done_bytes: 0,
+            attempts: 0,
+            done,
+        })
+        .start();
+    }
+
+    fn write_async(
+        &self,
+        name: &ObjectName,
+        offset: u64,
+        data: IoBuf,
+        durability: Durability,
+        done: Completion,
+    ) {
+        if data.is_empty() {
+            // Creating an empty object is rare: done here, waiting.
+            return done(self.write(name, offset, &[], durability));
+        }
+        if let Err(e) = check_range("write", name, offset, data.len() as u64) {
+            return done(Err(e));
+        }
+        let target = oid(name);
+        let (io, fenced, name) = (self.io.clone(), self.fenced.clone(), name.clone());
+        let (ptr, len) = (data.ptr_at(0), data.len());
+        let finished = move |result: std::result::Result<(), RadosError>| {
+            // `data` was lent until now: the closure holds it to here.
+            let _lent = data;
+            done(result.map_err(|e| errno_err(&io, &fenced, "write", name.as_str(), e.errno())))
+        };
+        // SAFETY: `ptr..ptr+len` is `data`, lent to this write until `done` runs (IoBuf's
+        // contract); the closure keeps it until then.
+        unsafe { self.io.aio_write(&target, offset, ptr, len, finished) };
+    }
+}
+
 impl RadosStore {
     /// The store in `namespace` (`""`: the default namespace) of `pool`.
     pub fn open(
@@ -111,7 +234,7 @@ impl RadosStore {
         options: RadosStoreOptions,
     ) -> std::result::Result<RadosStore, RadosError> {
         let io = cluster.ioctx(pool, namespace)?;
-        Ok(RadosStore { io, options, fenced: AtomicBool::new(false) })
+        Ok(RadosStore { io: Arc::new(io), options, fenced: Arc::new(AtomicBool::new(false)) })
     }
 
     /// The I/O context the store works in.
@@ -139,23 +262,12 @@ impl RadosStore {
     /// Maps a librados error of `op` on `name`: `ENOENT` is [`ErrorKind::NotFound`],
     /// `ESHUTDOWN` (this client is blocklisted) is logged once and kept as the errno.
     fn err(&self, op: &'static str, name: &str, e: RadosError) -> StoreError {
-        match e.errno() {
-            libc::ENOENT => StoreError::not_found(op, name),
-            errno => self.io_err(op, name, errno),
-        }
+        map_err(&self.io, &self.fenced, op, name, e)
     }
 
     /// An error that keeps its errno (no `NotFound` mapping).
     fn io_err(&self, op: &'static str, name: &str, errno: i32) -> StoreError {
-        if errno == libc::ESHUTDOWN && !self.fenced.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                pool = self.io.pool(),
-                client = %self.io.cluster().entity_name(),
-                "this client is blocklisted by the cluster (a lock it held was broken): every operation \
-                 fails with ESHUTDOWN until the daemon is restarted"
-            );
-        }
-        StoreError::io(op, name, io::Error::from_raw_os_error(errno))
+        errno_err(&self.io, &self.fenced, op, name, errno)
     }
 
     fn stat_for(&self, op: &'static str, name: &ObjectName) -> Result<(u64, u64)> {
@@ -324,6 +436,10 @@ impl RadosStore {
 }
 
 impl ObjectStore for RadosStore {
+    fn async_io(&self) -> Option<&dyn AsyncIo> {
+        Some(self)
+    }
+
     fn read(&self, name: &ObjectName, offset: u64, buf: &mut [u8]) -> Result<()> {
         check_range("read", name, offset, buf.len() as u64)?;
         let oid = oid(name);

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    content_digest, Durability, ErrorKind, LockRecord, ObjectName, ObjectStore, Result, StoreError,
-    MAX_OWNER_LEN,
+    content_digest, AsyncIo, Durability, ErrorKind, IoBuf, LockRecord, ObjectName, ObjectStore, Result,
+    StoreError, MAX_OWNER_LEN,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -114,6 +114,7 @@ macro_rules! __archip_store_conformance_cases {
             large_object_round_trip,
             delete_then_recreate,
             flush_and_fua,
+            async_io_agrees_with_blocking_io,
         }
     };
 }
@@ -1011,4 +1012,102 @@ pub fn flush_and_fua(store: &dyn ObjectStore) {
     store.write(&m, 0, b"gone before the flush", B).unwrap();
     store.delete(&m).unwrap();
     store.flush().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asynchronous IO (stores that have it)
+
+/// How long a test waits for an asynchronous completion.
+const ASYNC_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits for `n` completions sent on `rx`; `bufs` (lent to the operations) are leaked if
+/// one never comes, so a store that runs late cannot write into freed memory.
+#[track_caller]
+fn await_all<T>(
+    rx: &std::sync::mpsc::Receiver<(usize, Result<()>)>,
+    n: usize,
+    bufs: Vec<T>,
+) -> (Vec<Result<()>>, Vec<T>) {
+    let mut results: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        match rx.recv_timeout(ASYNC_WAIT) {
+            Ok((i, r)) => {
+                assert!(results[i].is_none(), "operation {i} completed twice");
+                results[i] = Some(r);
+            }
+            Err(_) => {
+                std::mem::forget(bufs);
+                panic!("an asynchronous operation did not complete within {ASYNC_WAIT:?}");
+            }
+        }
+    }
+    (results.into_iter().map(|r| r.expect("every completion came")).collect(), bufs)
+}
+
+/// Runs `reads` (name, offset, len) at once on `io`; returns each result with its bytes.
+fn async_reads(io: &dyn AsyncIo, reads: &[(&ObjectName, u64, usize)]) -> Vec<Result<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Pre-filled with a non-zero byte: zeros past an object's end must be written.
+    let mut bufs: Vec<Vec<u8>> = reads.iter().map(|&(_, _, len)| vec![0xa5; len]).collect();
+    for (i, (&(name, offset, len), buf)) in reads.iter().zip(&mut bufs).enumerate() {
+        let tx = tx.clone();
+        // SAFETY: `buf` is neither touched nor dropped until its completion ran (await_all
+        // waits for it, and leaks the buffers if it never comes).
+        let lent = unsafe { IoBuf::new(buf.as_mut_ptr(), len) };
+        io.read_async(name, offset, lent, Box::new(move |r| drop(tx.send((i, r)))));
+    }
+    let (results, bufs) = await_all(&rx, reads.len(), bufs);
+    results.into_iter().zip(bufs).map(|(r, b)| r.map(|()| b)).collect()
+}
+
+/// Runs `writes` (name, offset, data) at once on `io`.
+fn async_writes(io: &dyn AsyncIo, writes: &[(&ObjectName, u64, Vec<u8>)], d: Durability) -> Vec<Result<()>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut bufs: Vec<Vec<u8>> = writes.iter().map(|(_, _, data)| data.clone()).collect();
+    for (i, (&(name, offset, _), buf)) in writes.iter().zip(&mut bufs).enumerate() {
+        let tx = tx.clone();
+        // SAFETY: as in async_reads.
+        let lent = unsafe { IoBuf::new(buf.as_mut_ptr(), buf.len()) };
+        io.write_async(name, offset, lent, d, Box::new(move |r| drop(tx.send((i, r)))));
+    }
+    await_all(&rx, writes.len(), bufs).0
+}
+
+pub fn async_io_agrees_with_blocking_io(store: &dyn ObjectStore) {
+    let Some(io) = store.async_io() else { return };
+    let n = uname("async");
+    // Asynchronous writes, 64 at once (with FUA), read back both ways.
+    let pieces: Vec<(&ObjectName, u64, Vec<u8>)> =
+        (0..64).map(|i| (&n, i * 8192 + 100, pattern(40 + i, 5000))).collect();
+    for r in async_writes(io, &pieces, F) {
+        r.unwrap();
+    }
+    for (_, offset, data) in &pieces {
+        assert!(read_vec(store, &n, *offset, data.len()) == *data, "async write at {offset}, read blocking");
+    }
+    let reads: Vec<(&ObjectName, u64, usize)> = pieces.iter().map(|(n, o, d)| (*n, *o, d.len())).collect();
+    for (r, (_, offset, data)) in async_reads(io, &reads).into_iter().zip(&pieces) {
+        assert!(r.unwrap() == *data, "async write at {offset}, read async");
+    }
+    // A blocking write read asynchronously; zeros before it (a hole) and past the end.
+    let m = uname("async-b");
+    store.write(&m, 4096, b"blocking", B).unwrap();
+    let got = async_reads(io, &[(&m, 0, 4096), (&m, 4096, 8), (&m, 4096 + 4, 4096), (&m, MIB as u64, 16)]);
+    let got: Vec<Vec<u8>> = got.into_iter().map(|r| r.unwrap()).collect();
+    assert_zeros(&got[0], "a hole read asynchronously");
+    assert_eq!(got[1], b"blocking");
+    assert_eq!(&got[2][..4], b"king");
+    assert_zeros(&got[2][4..], "past the end, read asynchronously");
+    assert_zeros(&got[3], "far past the end, read asynchronously");
+    assert_eq!(store.stat(&m).unwrap(), 4096 + 8, "reading does not grow the object");
+    // A missing object, a bad range, and a large read.
+    let missing = uname("async-missing");
+    expect_not_found(async_reads(io, &[(&missing, 0, 16)]).pop().unwrap(), "async read of a missing object");
+    expect_not_found(store.stat(&missing), "a failed async read creates nothing");
+    let big = uname("async-big");
+    let data = pattern(99, 4 * MIB);
+    async_writes(io, &[(&big, 0, data.clone())], B).pop().unwrap().unwrap();
+    assert!(async_reads(io, &[(&big, 0, 4 * MIB)]).pop().unwrap().unwrap() == data, "4 MiB async");
+    let bad = async_reads(io, &[(&big, u64::MAX - 10, 16)]).pop().unwrap();
+    assert!(bad.is_err(), "an async read past the largest offset is refused");
 }

@@ -183,6 +183,77 @@ pub trait ObjectStore: Send + Sync {
         let _ = (data, durability);
         Err(StoreError::new("create_exclusive", name.as_str(), ErrorKind::Unsupported))
     }
+
+    /// Reads and writes that complete later, if the store has them (RADOS): a blocker then
+    /// keeps many in flight without a thread waiting for each.
+    fn async_io(&self) -> Option<&dyn AsyncIo> {
+        None
+    }
+}
+
+/// A buffer lent to an asynchronous operation ([`AsyncIo`]) until its completion runs.
+pub struct IoBuf {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: an IoBuf is the exclusive right to `len` bytes at `ptr` until its operation
+// completes (see `IoBuf::new`); which thread exercises it does not matter.
+unsafe impl Send for IoBuf {}
+
+impl IoBuf {
+    /// # Safety
+    /// The `len` bytes at `ptr` must stay valid for reads and writes, and nothing else may
+    /// access them, until the operation this buffer is given to has called its completion.
+    pub unsafe fn new(ptr: *mut u8, len: usize) -> IoBuf {
+        IoBuf { ptr, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address of byte `at` (at most `len`), to lend to a lower layer under the same
+    /// contract.
+    pub fn ptr_at(&self, at: usize) -> *mut u8 {
+        assert!(at <= self.len, "offset {at} past a buffer of {} bytes", self.len);
+        self.ptr.wrapping_add(at)
+    }
+
+    /// Fills the bytes from `at` to the end with zeros.
+    pub fn zero_from(&mut self, at: usize) {
+        if at < self.len {
+            // SAFETY: `at..len` lies in the buffer, which this IoBuf may write exclusively
+            // (the contract of `new`).
+            unsafe { self.ptr.add(at).write_bytes(0, self.len - at) };
+        }
+    }
+}
+
+/// How an asynchronous operation ends: called exactly once, from any thread (possibly the
+/// caller's, when the operation could not start). Keep it short: it may run on the store's
+/// own completion thread.
+pub type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Reads and writes that return at once and complete later, for stores whose IO waits on
+/// a network round trip. Same contract as [`ObjectStore::read`] and [`ObjectStore::write`].
+pub trait AsyncIo: Send + Sync {
+    /// Reads `buf.len()` bytes at `offset` into `buf` (zeros past the object's end).
+    fn read_async(&self, name: &ObjectName, offset: u64, buf: IoBuf, done: Completion);
+
+    /// Writes `data` at `offset`, creating the object if missing.
+    fn write_async(
+        &self,
+        name: &ObjectName,
+        offset: u64,
+        data: IoBuf,
+        durability: Durability,
+        done: Completion,
+    );
 }
 
 macro_rules! delegate_object_store {
@@ -232,6 +303,9 @@ macro_rules! delegate_object_store {
             }
             fn create_exclusive(&self, name: &ObjectName, data: &[u8], durability: Durability) -> Result<()> {
                 (**self).create_exclusive(name, data, durability)
+            }
+            fn async_io(&self) -> Option<&dyn AsyncIo> {
+                (**self).async_io()
             }
         }
     )*};

@@ -16,8 +16,6 @@ pub const ENV_HOME: &str = "ARCHIPELAGO_HOME";
 pub const SYSTEM_CONFIG: &str = "/etc/archipelago/archipelago.toml";
 /// The configuration used when no file is found.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
-/// Default `threads` of the blocker when `[storage] kind = "rados"` (2 otherwise).
-pub const RADOS_IO_THREADS: u32 = 8;
 
 /// Where the effective configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -572,12 +570,11 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
     let dir = absolute("[storage] dir", f.storage.dir.unwrap_or_else(|| home.join("store")))?;
 
     let threads = |key: &str, v: Option<u32>, default: u32| check_range(key, v.unwrap_or(default), 1, 64);
-    // Each worker of the blocker serves one request at a time, waiting for the store behind
-    // it: on a local directory that is microseconds and more workers than cores only add
-    // wake-ups; on RADOS it is a network round trip, so more of them keep more IO in flight
-    // (`archip-bench fuse --store rados`: 8 workers read 1.5x what 2 do). vlmcd never waits:
-    // one worker keeps every request in flight.
-    let io_threads_default = if rados.is_some() { RADOS_IO_THREADS } else { 2 };
+    // A blocker worker serves a request at a time on a local directory (microseconds: more
+    // workers than cores only add wake-ups); on RADOS reads and writes are asynchronous (the
+    // worker only starts them), and the workers serve the map and lock ops. vlmcd never
+    // waits: one worker keeps every request in flight.
+    let io_threads_default = 2;
     let nr_ops = |key: &str, v: Option<u32>| check_range(key, v.unwrap_or(256), 1, 65_536);
     let blocker = BlockerConfig {
         port: f.blocker.port.unwrap_or(default_ports::DATA_BLOCKER),
@@ -831,11 +828,11 @@ mod tests {
         assert_eq!((r.pool.as_str(), r.client_id.as_str(), r.namespace.as_str()), ("rbd", "admin", ""));
         assert_eq!((r.map_pool, r.conf), (None, None));
         assert_eq!(parse(&c.to_toml(), Source::Flag("/x.toml".into())).unwrap(), c, "round trip");
-        // A RADOS blocker waits a network round trip per request: more workers; vlmcd
-        // never waits: one.
-        assert_eq!((c.blocker.threads, c.vlmcd.threads, c.mapperd.threads), (RADOS_IO_THREADS, 1, 4));
-        let c = at("[storage]\nkind = \"rados\"\npool = \"rbd\"\n[vlmcd]\nthreads = 3\n").unwrap();
-        assert_eq!((c.blocker.threads, c.vlmcd.threads), (RADOS_IO_THREADS, 3), "an explicit value wins");
+        // A RADOS blocker's IO is asynchronous: as few workers as on a directory; vlmcd never
+        // waits: one.
+        assert_eq!((c.blocker.threads, c.vlmcd.threads, c.mapperd.threads), (2, 1, 4));
+        let c = at("[storage]\nkind = \"rados\"\npool = \"rbd\"\n[blocker]\nthreads = 3\n").unwrap();
+        assert_eq!((c.blocker.threads, c.vlmcd.threads), (3, 1), "an explicit value wins");
         let c = at("").unwrap();
         assert_eq!((c.blocker.threads, c.vlmcd.threads), (2, 1), "a directory store");
         let c = at("[storage]\nkind = \"rados\"\npool = \"d\"\nmap_pool = \"m\"\nnamespace = \"ns\"\n\

@@ -26,7 +26,7 @@
 //! | | `namespace` | `rados`: the RADOS namespace in the pool(s); default `""` (the default namespace) |
 //! | | `conf` | `rados`: the cluster's ceph.conf (absolute); default: radosd's (`$CEPH_CONF`, then `/etc/ceph/ceph.conf`) |
 //! | | `client_id` | `rados`: the Ceph client id (`"admin"`: client.admin); it needs `osd` access to the pools and the monitor's `osd blocklist` command |
-//! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2 (8 with `kind = "rados"`), 256 |
+//! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2, 256 |
 //! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms` | 2, 4, 256, 5000, 60000 |
 //! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 1, 256 |
 //! | `[fuse]` | `mountpoint` | none: no mount; an absolute path: `archipelago start` mounts the volumes there with `archip-fuse` (see below) |
