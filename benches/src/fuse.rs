@@ -83,8 +83,8 @@ pub struct FuseArgs {
     /// reads and writes are asynchronous).
     #[arg(long = "peer-threads", value_parser = clap::value_parser!(u32).range(1..=64))]
     peer_threads: Option<u32>,
-    /// FUSE threads of archip-fuse.
-    #[arg(long = "fuse-threads", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// FUSE threads of archip-fuse (its default: 1).
+    #[arg(long = "fuse-threads", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     fuse_threads: u32,
     /// With `--store rados`: rounds of (archip-fuse, rados bench), alternating; the medians
     /// are reported.

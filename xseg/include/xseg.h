@@ -69,16 +69,21 @@
  *
  * Doorbell protocol
  * -----------------
- * Each port has a futex word, wake_seq, and a count of its sleepers. The futex
- * is shared (not FUTEX_PRIVATE): it works across processes.
- *  - Waiter: check for work (spin a little); seq = wake_seq; sleepers += 1;
- *    full fence; check again; if still nothing, futex-wait on wake_seq while it
- *    equals seq (with a timeout); sleepers -= 1.
- *  - Signaller, after publishing work: full fence; if sleepers > 0, then
- *    wake_seq += 1 and futex-wake all waiters on wake_seq.
+ * Each port has a futex word, wake_seq, and a sleepers word: the count of its
+ * sleepers (low bits) and XSEG_SLEEPERS_WOKEN, set by the signaller that woke
+ * them. The futex is shared (not FUTEX_PRIVATE): it works across processes.
+ *  - Waiter: check for work (spin a little); seq = wake_seq; atomically
+ *    sleepers = (sleepers + 1) & ~XSEG_SLEEPERS_WOKEN; full fence; check again;
+ *    if still nothing, futex-wait on wake_seq while it equals seq (with a
+ *    timeout); sleepers -= 1.
+ *  - Signaller, after publishing work: full fence; if the count is not 0 and
+ *    XSEG_SLEEPERS_WOKEN is clear, set XSEG_SLEEPERS_WOKEN (atomic or); if it
+ *    was clear before, wake_seq += 1 and futex-wake all waiters on wake_seq.
  * Both sides write, fence (sequentially consistent), then read: either the
- * waiter's re-check sees the work or the signaller sees the sleeper, so no
- * wake-up is lost, and an awake port costs a submitter one load.
+ * waiter's re-check sees the work or the signaller sees the sleeper (or that a
+ * signaller after its registration already woke it), so no wake-up is lost; an
+ * awake port costs a submitter one load, and sleepers already woken cost later
+ * signallers no system call.
  *
  * Shared mutable fields are atomics in Rust; here they are plain integers that
  * must be accessed atomically (READ_ONCE/WRITE_ONCE, cmpxchg, __atomic_*).
@@ -114,7 +119,7 @@ typedef uint64_t __u64;
 /* The first 8 bytes of a segment (no terminating NUL in the segment). */
 #define XSEG_MAGIC "ARCHXSEG"
 #define XSEG_MAGIC_LEN 8
-#define XSEG_ABI_VERSION 1U
+#define XSEG_ABI_VERSION 2U
 /* Longest target (volume or object name) a request carries. */
 #define XSEG_TARGET_LEN_MAX 256U
 #define XSEG_NO_BUFFER 0xffffffffU
@@ -130,6 +135,7 @@ typedef uint64_t __u64;
 /* struct xseg_port.owner_pid: these, or the owner's pid. */
 #define XSEG_PORT_FREE 0U
 #define XSEG_PORT_RECOVERING 0xffffffffU
+#define XSEG_SLEEPERS_WOKEN 0x80000000U
 
 /* Request states: the low byte of struct xseg_request.state. */
 #define XSEG_REQ_FREE 0U

@@ -21,7 +21,7 @@
 use crate::sync::{AtomicU32, AtomicU64};
 
 pub const MAGIC: [u8; 8] = *b"ARCHXSEG";
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 /// Longest target (volume or object name) a request carries.
 pub const TARGET_LEN_MAX: usize = 256;
 pub const NO_BUFFER: u32 = u32::MAX;
@@ -35,6 +35,10 @@ pub const SEGMENT_READY: u32 = 1;
 /// `PortDesc::owner_pid` of a free port; `PORT_RECOVERING` while recovery runs.
 pub const PORT_FREE: u32 = 0;
 pub const PORT_RECOVERING: u32 = u32::MAX;
+
+/// `PortDesc::sleepers`: set by the signaller that woke the port's sleepers, cleared by each
+/// sleeper that registers; the low bits count the sleepers (see `signal`).
+pub const SLEEPERS_WOKEN: u32 = 1 << 31;
 
 /// Request states: the low byte of `RequestDesc::state`; the owning port is in the high 16
 /// bits, so claiming a request and recording its owner is one CAS. `ORPHAN` is or-ed in
@@ -115,7 +119,8 @@ pub struct PortDesc {
     /// The owner's start time (clock ticks since boot, from /proc), so a recycled pid is
     /// not mistaken for a live owner.
     pub owner_start_time: AtomicU64,
-    /// Futex word of the port's doorbell, and the count of its sleepers.
+    /// Futex word of the port's doorbell, and the count of its sleepers with
+    /// [`SLEEPERS_WOKEN`].
     pub wake_seq: AtomicU32,
     pub sleepers: AtomicU32,
     pub _pad0: [u64; 5],

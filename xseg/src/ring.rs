@@ -160,8 +160,21 @@ impl<'a> Ring<'a> {
 
     /// True when the oldest position holds a published value (a `pop` would make progress).
     pub fn has_ready(&self) -> bool {
-        let pos = self.head.load(Ordering::Acquire);
-        distance(seq_of(self.slot(pos).load(Ordering::Acquire)), pos.wrapping_add(1)) == 0
+        loop {
+            let pos = self.head.load(Ordering::Acquire);
+            let d = distance(seq_of(self.slot(pos).load(Ordering::Acquire)), pos.wrapping_add(1));
+            if d == 0 {
+                return true;
+            }
+            if d < 0 {
+                return false;
+            }
+            // The slot is ahead of `pos`: another consumer took `pos` and `head` was read
+            // before its CAS became visible here. Look again rather than answer "empty"
+            // while the next position may hold a value (a waiter would sleep on it; loom
+            // found this with two consumers on one port).
+            crate::sync::spin_hint();
+        }
     }
 
     /// Positions claimed (`tail` passed them) but not consumed: published or not.

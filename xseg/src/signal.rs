@@ -1,23 +1,31 @@
 //! Waking a port's owner when work arrives, without a system call when it is awake.
 //!
-//! Each port has two words in the segment: `wake_seq` (the futex word) and `sleepers`
-//! (how many threads are, or are about to be, asleep on it). The protocol:
+//! Each port has two words in the segment: `wake_seq` (the futex word) and `sleepers`: how
+//! many threads are, or are about to be, asleep on it (low bits), and [`SLEEPERS_WOKEN`],
+//! set by the signaller that woke them. The protocol:
 //!
-//! * waiter: spin on the condition for a while; then `seq = wake_seq`; `sleepers += 1`;
-//!   full fence; re-check the condition; sleep on `wake_seq` while it still equals `seq`; `sleepers -= 1`.
-//! * signaller (after publishing work): full fence; if `sleepers > 0`: `wake_seq += 1` and
-//!   wake the futex.
+//! * waiter: spin on the condition for a while; then `seq = wake_seq`; atomically
+//!   `sleepers = (sleepers + 1) & !WOKEN` (register, and ask to be woken); full fence;
+//!   re-check the condition; sleep on `wake_seq` while it still equals `seq`;
+//!   `sleepers -= 1`.
+//! * signaller (after publishing work): full fence; if the count is not 0 and `WOKEN` is
+//!   clear: set `WOKEN`; if it was clear before, `wake_seq += 1` and wake the futex.
 //!
 //! Both sides order their write before their read with `SeqCst`, so either the waiter's
-//! re-check sees the work, or the signaller sees the sleeper and bumps `wake_seq`, which
-//! makes the futex wait return at once. No wake-up is lost; an awake port costs the
-//! submitter one load. A waiter that dies asleep leaves `sleepers` too high, which only
-//! costs its port's submitters a spurious wake until recovery resets it.
+//! re-check sees the work, or the signaller sees the sleeper registered. Then either
+//! `WOKEN` is clear and this signaller wakes it, or a signaller set `WOKEN` *after* the
+//! registration (which cleared it) and bumps `wake_seq` after that, so the futex wait (on
+//! the older `seq`) returns at once or is woken. No wake-up is lost; an awake port costs a
+//! submitter one load; and while woken sleepers are on their way, later signallers make no
+//! system call (a burst of replies to one waiter costs one wake, not one per reply). A
+//! waiter that dies asleep leaves the count too high, which costs at most one spurious
+//! wake per registration until recovery resets it.
 //!
 //! The kernel module implements the same [`Signal`] contract with its own primitive.
 
 use std::time::{Duration, Instant};
 
+use crate::layout::SLEEPERS_WOKEN;
 use crate::sync::{fence, AtomicU32, Ordering};
 
 /// How a port's owner sleeps and is woken. The user-space implementation is [`FutexSignal`];
@@ -171,9 +179,12 @@ impl<F: Futex> Signal for FutexSignal<F> {
                 return ready();
             }
             let seq = words.wake_seq.load(Ordering::SeqCst);
-            words.sleepers.fetch_add(1, Ordering::SeqCst);
+            // Register, and clear WOKEN: this sleeper wants a wake of its own.
+            let _ = words.sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.wrapping_add(1) & !SLEEPERS_WOKEN)
+            });
             // Pairs with the fence in `notify`: the re-check below must not be ordered
-            // before the sleeper count is visible (the condition's loads are only Acquire).
+            // before the registration is visible (the condition's loads are only Acquire).
             fence(Ordering::SeqCst);
             if ready() {
                 words.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -189,7 +200,12 @@ impl<F: Futex> Signal for FutexSignal<F> {
 
     fn notify(&self, words: SignalWords<'_>) {
         fence(Ordering::SeqCst);
-        if words.sleepers.load(Ordering::SeqCst) > 0 {
+        let sleepers = words.sleepers.load(Ordering::SeqCst);
+        if sleepers & !SLEEPERS_WOKEN == 0 || sleepers & SLEEPERS_WOKEN != 0 {
+            return;
+        }
+        let before = words.sleepers.fetch_or(SLEEPERS_WOKEN, Ordering::SeqCst);
+        if before & SLEEPERS_WOKEN == 0 && before & !SLEEPERS_WOKEN != 0 {
             words.wake_seq.fetch_add(1, Ordering::SeqCst);
             F::wake_all(words.wake_seq);
         }
@@ -216,7 +232,7 @@ mod tests {
             let ok = signal.wait_until(words, &mut || f2.load(Ordering::SeqCst), Duration::from_secs(10));
             (ok, start.elapsed())
         });
-        while sleepers.load(Ordering::SeqCst) == 0 {
+        while sleepers.load(Ordering::SeqCst) & !SLEEPERS_WOKEN == 0 {
             std::thread::yield_now();
         }
         flag.store(true, Ordering::SeqCst);
@@ -224,7 +240,7 @@ mod tests {
         let (ok, took) = waiter.join().unwrap();
         assert!(ok);
         assert!(took < Duration::from_secs(5), "woken, not timed out: {took:?}");
-        assert_eq!(sleepers.load(Ordering::SeqCst), 0);
+        assert_eq!(sleepers.load(Ordering::SeqCst) & !SLEEPERS_WOKEN, 0);
     }
 
     #[test]
@@ -266,6 +282,24 @@ mod tests {
         }
         assert!(grew, "a probe that found the condition re-enabled spinning");
         assert!(signal.current_spin() <= max);
+    }
+
+    #[test]
+    fn sleepers_already_woken_cost_later_signallers_nothing() {
+        let seq = AtomicU32::new(7);
+        // One sleeper registered (as `wait_until` does).
+        let sleepers = AtomicU32::new(1);
+        let signal = FutexSignal::<LinuxFutex>::new(Duration::ZERO);
+        let words = SignalWords { wake_seq: &seq, sleepers: &sleepers };
+        signal.notify(words);
+        signal.notify(words);
+        signal.notify(words);
+        assert_eq!(seq.load(Ordering::SeqCst), 8, "one wake for three signals");
+        // A sleeper registering again wants a wake of its own.
+        let _ =
+            sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some((n + 1) & !SLEEPERS_WOKEN));
+        signal.notify(words);
+        assert_eq!(seq.load(Ordering::SeqCst), 9);
     }
 
     #[test]

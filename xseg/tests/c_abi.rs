@@ -182,6 +182,7 @@ fn rust_expectations() -> Expectations {
     e.unsigned("XSEG_SEGMENT_READY", SEGMENT_READY);
     e.unsigned("XSEG_PORT_FREE", PORT_FREE);
     e.unsigned("XSEG_PORT_RECOVERING", PORT_RECOVERING);
+    e.unsigned("XSEG_SLEEPERS_WOKEN", SLEEPERS_WOKEN);
     e.unsigned("XSEG_REQ_FREE", REQ_FREE);
     e.unsigned("XSEG_REQ_HELD", REQ_HELD);
     e.unsigned("XSEG_REQ_SUBMITTED", REQ_SUBMITTED);

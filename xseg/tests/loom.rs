@@ -153,3 +153,42 @@ fn no_lost_wakeup() {
         assert_eq!(waiter.join().unwrap(), Some(9));
     });
 }
+
+/// Two waiters on one port (a peer's worker threads) and two pieces of work signalled one
+/// after the other: each waiter gets one, whatever the interleaving — the second signal is
+/// never swallowed by the first waiter's wake still being on its way (the WOKEN flag).
+#[test]
+fn two_waiters_two_signals_no_lost_wakeup() {
+    // Three threads: the preemptions are bounded to keep the search to seconds (3: 5 s, 4:
+    // 50 s here). The bug it found (a stale `head` read as "empty") needed one.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(3);
+    model.check(|| {
+        let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
+        let s = Storage::new(2);
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (words, s) = (words.clone(), s.clone());
+                loom::thread::spawn(move || {
+                    let signal = FutexSignal::<LoomFutex>::new(Duration::ZERO);
+                    let w = SignalWords { wake_seq: &words.0, sleepers: &words.1 };
+                    let ring = s.ring();
+                    loop {
+                        assert!(signal.wait_until(w, &mut || ring.has_ready(), Duration::from_secs(3600)));
+                        if let Some(v) = ring.pop() {
+                            return v;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let signal = FutexSignal::<LoomFutex>::new(Duration::ZERO);
+        for v in [7, 9] {
+            s.ring().push(v).unwrap();
+            signal.notify(SignalWords { wake_seq: &words.0, sleepers: &words.1 });
+        }
+        let mut got: Vec<u32> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, vec![7, 9]);
+    });
+}
