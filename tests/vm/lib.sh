@@ -34,8 +34,9 @@ vm_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 # Installs the host packages that are missing (as root); fast when none is.
 vm_ensure_host_packages() {
     local missing=() p installed
-    # One dpkg-query for all (a package dpkg never heard of is simply not listed).
-    installed=" $(dpkg-query -W -f='${Package}=${db:Status-Abbrev}\n' "${VM_HOST_PACKAGES[@]}" 2>/dev/null |
+    # One dpkg-query for all (a package dpkg never heard of is simply not listed; dpkg-query
+    # then exits 1, which must not end the script under `set -e -o pipefail`).
+    installed=" $({ dpkg-query -W -f='${Package}=${db:Status-Abbrev}\n' "${VM_HOST_PACKAGES[@]}" 2>/dev/null || true; } |
         sed -n 's/=ii *$//p' | paste -sd' ') "
     for p in "${VM_HOST_PACKAGES[@]}"; do
         [[ $installed == *" $p "* ]] || missing+=("$p")
@@ -51,7 +52,29 @@ vm_ensure_host_packages() {
     if ! "${install[@]}" "${missing[@]}" >&2; then
         # A fresh machine (or container) may have empty or stale package lists.
         apt-get update -qq >&2 || true
-        "${install[@]}" "${missing[@]}" >&2 ||
-            vm_die "could not install ${missing[*]}; if apt wanted to remove packages (e.g. a qemu-utils from backports), install versions that fit together yourself (e.g. qemu-system-x86 from the same suite)"
+        if ! "${install[@]}" "${missing[@]}" >&2; then
+            vm_install_beside_backports_qemu "${install[@]}" -- "${missing[@]}" ||
+                vm_die "could not install ${missing[*]}; if apt wanted to remove packages (e.g. a qemu-utils from backports), install versions that fit together yourself (e.g. qemu-system-x86 from the same suite)"
+        fi
     fi
+}
+
+# A machine image may carry qemu-utils from bookworm-backports (the project machines' do),
+# which bookworm's qemu-system-x86 cannot be installed beside (apt would remove it).
+# Then take qemu-system-x86 (and what it pulls) from bookworm-backports too: the source is
+# added (backports are never installed unless asked for, so nothing else changes) and
+# the install asks for that suite. Arguments: the install command, --, the packages.
+vm_install_beside_backports_qemu() {
+    local cmd=() have
+    while [ "$1" != -- ]; do cmd+=("$1"); shift; done
+    shift
+    have=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    [[ $have == *bpo12* ]] || return 1
+    vm_log "qemu-utils $have is from bookworm-backports: taking qemu-system-x86 from there too"
+    local list=/etc/apt/sources.list.d/archipelago-bookworm-backports.list signed=
+    [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] &&
+        signed="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+    echo "deb ${signed}http://deb.debian.org/debian bookworm-backports main" >"$list"
+    apt-get update -qq >&2 || true
+    "${cmd[@]}" -t bookworm-backports "$@" >&2
 }
