@@ -6,12 +6,16 @@
 //! next request of the tag is fetched when the reply has been committed. So a queue keeps
 //! up to `depth` requests in flight on its port (pipelined; no thread waits per IO).
 //!
-//! The queue thread sleeps in `io_uring_enter`, so replies need a way to wake it: a small
-//! *kicker* thread sleeps on the port's doorbell (`Port::wait_reply`) and, when a reply is
-//! ready, writes an eventfd the queue's ring polls. The queue thread then takes every reply
-//! off the port and wakes the tasks they belong to. The kicker is re-armed only after that
+//! The queue thread sleeps in `io_uring_enter`, so replies need a way to wake it. It
+//! registers as a sleeper of its port's doorbell (`Port::sleep_for_replies`) and keeps an
+//! io_uring `FUTEX_WAIT` on the doorbell's futex word in its own ring (Linux 6.7+): the
+//! thread sleeps on block requests and replies at once, and vlmcd's wake completes the
+//! wait. It then takes every reply off the port, wakes the tasks they belong to, and waits
+//! again. On a kernel without io_uring futex ops, a small *kicker* thread sleeps on the
+//! doorbell (`Port::wait_reply`) instead and writes an eventfd the ring polls (a thread and
+//! two wake-ups more per batch of replies); the kicker is re-armed only after the queue's
 //! drain, so it never spins on replies the queue has not taken yet. Replies that are
-//! already there when the executor goes idle are taken without the eventfd round trip.
+//! already there when the executor goes idle are taken without either round trip.
 //!
 //! # When vlmcd is away or the segment is full
 //! A request that cannot be sent because vlmcd's port is not bound, whose reply is
@@ -98,15 +102,22 @@ struct Kick {
     efd: OwnedFd,
 }
 
+/// The kicker thread of a queue whose kernel has no io_uring futex wait.
+struct Kicker {
+    kick: Arc<Kick>,
+    thread: std::thread::JoinHandle<()>,
+}
+
 struct QueueIo {
+    qid: u16,
     port: Arc<Port>,
     shared: Arc<Shared>,
     slots: RefCell<Vec<Slot>>,
     seq: Cell<u64>,
     /// When vlmcd's port was last seen bound.
     bound_at: Cell<Option<Instant>>,
-    kick: Arc<Kick>,
-    kicker: std::thread::Thread,
+    /// Started only when the io_uring futex wait is not available.
+    kicker: RefCell<Option<Kicker>>,
 }
 
 impl QueueIo {
@@ -146,10 +157,33 @@ impl QueueIo {
         bound
     }
 
-    /// Lets the kicker watch the port again.
-    fn rearm(&self) {
-        self.kick.armed.store(true, Ordering::Release);
-        self.kicker.unpark();
+    /// Starts the kicker thread (and its eventfd), for a kernel without io_uring futex ops.
+    fn start_kicker(&self) -> anyhow::Result<Arc<Kick>> {
+        use anyhow::Context as _;
+        // SAFETY: eventfd has no memory preconditions; the result is checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        anyhow::ensure!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` is a new descriptor owned by nobody else.
+        let efd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let kick = Arc::new(Kick { armed: AtomicBool::new(true), stop: AtomicBool::new(false), efd });
+        let thread = {
+            let (port, kick) = (self.port.clone(), kick.clone());
+            std::thread::Builder::new()
+                .name(format!("kick-q{}", self.qid))
+                .spawn(move || kicker_loop(port, kick))
+                .context("starting the kicker thread")?
+        };
+        *self.kicker.borrow_mut() = Some(Kicker { kick: kick.clone(), thread });
+        Ok(kick)
+    }
+
+    /// Stops the kicker thread, if there is one.
+    fn stop_kicker(&self) {
+        if let Some(k) = self.kicker.borrow_mut().take() {
+            k.kick.stop.store(true, Ordering::Release);
+            k.thread.thread().unpark();
+            let _ = k.thread.join();
+        }
     }
 
     async fn reply(&self, tag: u16) -> Request {
@@ -306,19 +340,73 @@ async fn sleep(d: Duration) {
     let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await;
 }
 
-/// The task that wakes up when the kicker signals the eventfd.
+/// `futex2` flags of the doorbell word: 32 bits, shared (no `FUTEX2_PRIVATE`: the waker is
+/// another process).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// Any waker wakes this waiter.
+const FUTEX_BITSET_MATCH_ANY: u64 = 0xffff_ffff;
+
+/// The task that takes the replies off the port whenever its doorbell rings: an io_uring
+/// futex wait on the doorbell, or (without kernel support) the kicker's eventfd.
 async fn drainer(io: Rc<QueueIo>) {
     loop {
-        let sqe = opcode::PollAdd::new(types::Fd(io.kick.efd.as_raw_fd()), libc::POLLIN as u32).build();
+        io.drain();
+        let Some(sleep) = io.port.sleep_for_replies() else {
+            // A reply came meanwhile: let the tasks run, then take it.
+            smol::future::yield_now().await;
+            continue;
+        };
+        let sqe = opcode::FutexWait::new(
+            sleep.futex_word(),
+            u64::from(sleep.value()),
+            FUTEX_BITSET_MATCH_ANY,
+            FUTEX2_SIZE_U32,
+        )
+        .build();
+        let Ok(res) = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await else {
+            return; // the queue is going down
+        };
+        drop(sleep);
+        if matches!(-res, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS) {
+            tracing::info!(
+                qid = io.qid,
+                res,
+                "no io_uring futex wait on this kernel: replies wake a kicker thread"
+            );
+            return kicked_drainer(io).await;
+        }
+        // 0 (woken), -EAGAIN (the word moved before the wait began), -EINTR: look again.
+    }
+}
+
+/// [`drainer`] on a kernel without io_uring futex ops: the kicker thread signals an eventfd.
+async fn kicked_drainer(io: Rc<QueueIo>) {
+    let kick = match io.start_kicker() {
+        Ok(kick) => kick,
+        Err(e) => {
+            // Never leave replies untaken: look for them every millisecond instead.
+            tracing::error!(qid = io.qid, "no kicker thread ({e:#}): polling for replies every 1 ms");
+            loop {
+                sleep(RESOURCE_WAIT).await;
+                io.drain();
+            }
+        }
+    };
+    loop {
+        let sqe = opcode::PollAdd::new(types::Fd(kick.efd.as_raw_fd()), libc::POLLIN as u32).build();
         if ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await.is_err() {
             return;
         }
         let mut value = 0u64;
         // SAFETY: reads 8 bytes into a local u64 from an eventfd this queue owns
         // (non-blocking: EAGAIN when a drain already reset it is fine).
-        let _ = unsafe { libc::read(io.kick.efd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        let _ = unsafe { libc::read(kick.efd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
         io.drain();
-        io.rearm();
+        // Let the kicker watch the port again.
+        kick.armed.store(true, Ordering::Release);
+        if let Some(k) = io.kicker.borrow().as_ref() {
+            k.thread.thread().unpark();
+        }
     }
 }
 
@@ -364,29 +452,16 @@ fn run_queue(qid: u16, dev: &UblkDev, shared: &Arc<Shared>) -> anyhow::Result<()
     let port =
         shared.ports.lock().unwrap_or_else(|e| e.into_inner()).get_mut(qid as usize).and_then(Option::take);
     let port = Arc::new(port.context("no segment port for this queue")?);
-    // SAFETY: eventfd has no memory preconditions; the result is checked below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    anyhow::ensure!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor owned by nobody else.
-    let efd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let kick = Arc::new(Kick { armed: AtomicBool::new(true), stop: AtomicBool::new(false), efd });
-    let kicker = {
-        let (port, kick) = (port.clone(), kick.clone());
-        std::thread::Builder::new()
-            .name(format!("kick-q{qid}"))
-            .spawn(move || kicker_loop(port, kick))
-            .context("starting the kicker thread")?
-    };
     let q = Rc::new(UblkQueue::new(qid, dev).map_err(|e| anyhow::anyhow!("creating queue {qid}: {e}"))?);
     let depth = dev.dev_info.queue_depth as usize;
     let io = Rc::new(QueueIo {
-        port: port.clone(),
+        qid,
+        port,
         shared: shared.clone(),
         slots: RefCell::new((0..depth).map(|_| Slot::default()).collect()),
         seq: Cell::new(0),
         bound_at: Cell::new(None),
-        kick: kick.clone(),
-        kicker: kicker.thread().clone(),
+        kicker: RefCell::new(None),
     });
     let exe = smol::LocalExecutor::new();
     let tasks: Vec<_> = q
@@ -403,18 +478,20 @@ fn run_queue(qid: u16, dev: &UblkDev, shared: &Arc<Shared>) -> anyhow::Result<()
         .collect();
     let drain_task = exe.spawn(drainer(io.clone()));
     let result = smol::block_on(exe.run(async {
-        let run_ops = || loop {
-            while exe.try_tick() {}
-            if io.drain() == 0 {
-                break;
-            }
+        // One round of the queue's tasks: the requests they send to vlmcd wake it once, at
+        // the end of the round (before the thread sleeps in io_uring_enter).
+        let run_ops = || {
+            xseg::plugged(|| loop {
+                while exe.try_tick() {}
+                if io.drain() == 0 {
+                    break;
+                }
+            })
         };
         let done = || tasks.iter().all(|t| t.is_finished());
         libublk::wait_and_handle_io_events(&q, Some(20), run_ops, done).await
     }));
     drop(drain_task);
-    kick.stop.store(true, Ordering::Release);
-    kicker.thread().unpark();
-    let _ = kicker.join();
+    io.stop_kicker();
     result.map_err(|e| anyhow::anyhow!("queue {qid}: {e}"))
 }

@@ -42,7 +42,7 @@ mod sync;
 pub use error::{Error, Result};
 pub use layout::{SegmentConfig, ABI_VERSION, TARGET_LEN_MAX};
 #[cfg(not(loom))]
-pub use port::{CallError, Port, RequestMut, RequestView, DEFAULT_SPIN};
+pub use port::{flush_plug, plugged, CallError, ExternalSleep, Port, RequestMut, RequestView, DEFAULT_SPIN};
 #[cfg(not(loom))]
 pub use recovery::{PortReport, RecoveryReport, SegmentReport};
 #[cfg(not(loom))]

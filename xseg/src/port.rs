@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::layout::*;
 use crate::request::{Held, Incoming, Op, Request, Target};
 use crate::segment::{current_identity, owner_alive, Segment};
-use crate::signal::{Futex, FutexSignal, LinuxFutex, Signal, SignalWords};
+use crate::signal::{
+    register_sleeper, unregister_sleeper, Futex, FutexSignal, LinuxFutex, Signal, SignalWords,
+};
 use crate::sync::Ordering;
 
 /// The spin of new ports: `$XSEG_SPIN_US` microseconds if set (read once), else
@@ -278,13 +280,22 @@ impl Segment {
         SignalWords { wake_seq: &desc.wake_seq, sleepers: &desc.sleepers }
     }
 
+    /// Wakes `port`'s sleepers, if any, after work was published to it.
+    pub(crate) fn notify_port(&self, port: u32) {
+        FutexSignal::<LinuxFutex>::new(Duration::ZERO).notify(self.signal_words(port));
+    }
+
     /// Pushes `index` on `port`'s reply ring, retrying briefly if it is full (it cannot be
-    /// while the owner respects its request bound; stale entries could fill it).
-    pub(crate) fn push_reply(&self, port: u32, index: u32) -> bool {
+    /// while the owner respects its request bound; stale entries could fill it), and rings
+    /// the port's doorbell unless `defer` takes the ring.
+    pub(crate) fn push_reply_with(&self, port: u32, index: u32, defer: impl FnOnce(u32) -> bool) -> bool {
         let ring = self.reply_ring(port);
+        let mut defer = Some(defer);
         for attempt in 0..10_000 {
             if ring.push(index).is_ok() {
-                FutexSignal::<LinuxFutex>::new(Duration::ZERO).notify(self.signal_words(port));
+                if !defer.take().is_some_and(|d| d(port)) {
+                    self.notify_port(port);
+                }
                 return true;
             }
             if attempt > 100 {
@@ -293,6 +304,87 @@ impl Segment {
         }
         false
     }
+}
+
+impl Segment {
+    /// [`push_reply_with`](Self::push_reply_with), ringing the doorbell at once.
+    pub(crate) fn push_reply(&self, port: u32, index: u32) -> bool {
+        self.push_reply_with(port, index, |_| false)
+    }
+}
+
+/// Doorbells to ring: (segment, port), each once.
+type Doorbells = Vec<(Arc<Segment>, u32)>;
+
+thread_local! {
+    /// The doorbells this thread's current [`plugged`] section has yet to ring. `None`
+    /// outside a section.
+    static PLUG: std::cell::RefCell<Option<Doorbells>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Most distinct doorbells one plugged section defers; past that, doorbells ring at once.
+const PLUG_MAX: usize = 64;
+
+/// Runs `f` with the doorbells it rings (submits, responds) deferred and coalesced: each
+/// port it published work to is woken once, when `f` returns. A thread that handles a batch
+/// (a peer's round of requests and replies, a ublk queue's round of completions) thus wakes
+/// each peer once per batch; ringing at every request wakes the peer for the first one and
+/// again for each later one it finished before the next arrived — a wake-up per request on
+/// two cores. Work is published at once either way; only the wake-up waits for the end of
+/// the batch. Sections nest (the outermost rings).
+pub fn plugged<R>(f: impl FnOnce() -> R) -> R {
+    let outer = PLUG.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.is_some() {
+            false
+        } else {
+            *p = Some(Vec::new());
+            true
+        }
+    });
+    if !outer {
+        return f();
+    }
+    /// Rings the deferred doorbells, also if `f` unwinds (a waiter must never be left asleep).
+    struct Ring;
+    impl Drop for Ring {
+        fn drop(&mut self) {
+            let pending = PLUG.with(|p| p.borrow_mut().take()).unwrap_or_default();
+            for (seg, port) in pending {
+                seg.notify_port(port);
+            }
+        }
+    }
+    let _ring = Ring;
+    f()
+}
+
+/// Rings the doorbells this thread's plugged section deferred so far (the section goes on).
+/// Whatever waits (for a reply, a lock, the disk) inside a section calls this first, so the
+/// peers it published work to are not left asleep meanwhile; `Port::wait`, `wait_reply`,
+/// `call` and `sleep_for_replies` do it themselves.
+pub fn flush_plug() {
+    let pending = PLUG.with(|p| p.borrow_mut().as_mut().map(std::mem::take)).unwrap_or_default();
+    for (seg, port) in pending {
+        seg.notify_port(port);
+    }
+}
+
+/// Defers ringing `port`'s doorbell to the end of this thread's plugged section; false when
+/// there is none (or it is full): the caller rings now.
+fn defer_doorbell(seg: &Arc<Segment>, port: u32) -> bool {
+    PLUG.with(|p| {
+        let mut p = p.borrow_mut();
+        let Some(pending) = p.as_mut() else { return false };
+        if pending.iter().any(|(s, q)| *q == port && Arc::ptr_eq(s, seg)) {
+            return true;
+        }
+        if pending.len() >= PLUG_MAX {
+            return false;
+        }
+        pending.push((seg.clone(), port));
+        true
+    })
 }
 
 /// Read access to a held request's fields.
@@ -578,7 +670,9 @@ impl Port {
             return Err((req, Error::QueueFull { port: dst }));
         }
         self.desc().requests_submitted.fetch_add(1, Ordering::Relaxed);
-        self.signal.notify(self.seg.signal_words(dst));
+        if !defer_doorbell(&self.seg, dst) {
+            self.signal.notify(self.seg.signal_words(dst));
+        }
         Ok(())
     }
 
@@ -644,7 +738,8 @@ impl Port {
             }
             let replied = (word & !REQ_STATE_MASK) | REQ_REPLIED;
             if desc.state.compare_exchange(word, replied, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                if !self.seg.push_reply(req_owner(word), index) {
+                if !self.seg.push_reply_with(req_owner(word), index, |owner| defer_doorbell(&self.seg, owner))
+                {
                     self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
                 }
                 return;
@@ -683,13 +778,31 @@ impl Port {
 
     /// Waits until a request or a reply is ready, or `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> bool {
+        flush_plug();
         self.signal.wait_until(self.seg.signal_words(self.no), &mut || self.has_work(), timeout)
     }
 
     /// Waits until a reply is ready, or `timeout` passes.
     pub fn wait_reply(&self, timeout: Duration) -> bool {
+        flush_plug();
         let ring = self.seg.reply_ring(self.no);
         self.signal.wait_until(self.seg.signal_words(self.no), &mut || ring.has_ready(), timeout)
+    }
+
+    /// Registers the caller as a sleeper waiting for replies, for a thread that sleeps
+    /// outside this library (on an io_uring `FUTEX_WAIT` of the returned word and value,
+    /// next to its other IO): from now on a reply wakes that futex. `None` if a reply is
+    /// ready already (nothing is registered: take it instead). The registration ends when
+    /// the returned value is dropped, which the caller does once it woke.
+    pub fn sleep_for_replies(&self) -> Option<ExternalSleep<'_>> {
+        flush_plug();
+        let words = self.seg.signal_words(self.no);
+        let value = register_sleeper(words);
+        if self.seg.reply_ring(self.no).has_ready() {
+            unregister_sleeper(words);
+            return None;
+        }
+        Some(ExternalSleep { words, value })
     }
 
     /// Wakes this port's own waiters (e.g. so worker threads notice a stop flag).
@@ -719,6 +832,36 @@ impl Port {
             }
             self.wait_reply(deadline - now);
         }
+    }
+}
+
+/// A registration as a sleeper of a port's doorbell ([`Port::sleep_for_replies`]); ends
+/// when dropped.
+pub struct ExternalSleep<'a> {
+    words: SignalWords<'a>,
+    value: u32,
+}
+
+impl ExternalSleep<'_> {
+    /// The futex word to wait on (shared, 32-bit; it lives in the segment mapping).
+    pub fn futex_word(&self) -> *const u32 {
+        self.words.wake_seq.as_ptr().cast_const()
+    }
+
+    /// The value to wait for the word to leave.
+    pub fn value(&self) -> u32 {
+        self.value
+    }
+
+    /// Whether the doorbell rang since the registration (the word left the value).
+    pub fn rang(&self) -> bool {
+        self.words.wake_seq.load(Ordering::SeqCst) != self.value
+    }
+}
+
+impl Drop for ExternalSleep<'_> {
+    fn drop(&mut self) {
+        unregister_sleeper(self.words);
     }
 }
 

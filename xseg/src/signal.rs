@@ -145,6 +145,28 @@ impl<F> FutexSignal<F> {
     }
 }
 
+/// Registers the caller as a sleeper of a doorbell and returns the `wake_seq` to sleep on
+/// (the futex wait returns at once if it changed). The caller then re-checks its condition
+/// and, if it still holds, sleeps on `wake_seq` while it equals the value returned; either
+/// way it calls [`unregister_sleeper`] after. For waiters that sleep outside this library
+/// too (an io_uring futex wait, see `Port::sleep_for_replies`).
+pub fn register_sleeper(words: SignalWords<'_>) -> u32 {
+    let seq = words.wake_seq.load(Ordering::SeqCst);
+    // Register, and clear WOKEN: this sleeper wants a wake of its own.
+    let _ = words
+        .sleepers
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.wrapping_add(1) & !SLEEPERS_WOKEN));
+    // Pairs with the fence in `notify`: the caller's re-check must not be ordered before the
+    // registration is visible (the condition's loads are only Acquire).
+    fence(Ordering::SeqCst);
+    seq
+}
+
+/// Ends a registration made by [`register_sleeper`].
+pub fn unregister_sleeper(words: SignalWords<'_>) {
+    words.sleepers.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// Upper bound of one futex sleep, so a waiter re-checks its condition (and its stop flag)
 /// even if a wake were ever lost to a crashed signaller.
 const SLEEP_SLICE: Duration = Duration::from_millis(100);
@@ -178,20 +200,13 @@ impl<F: Futex> Signal for FutexSignal<F> {
             if elapsed >= timeout {
                 return ready();
             }
-            let seq = words.wake_seq.load(Ordering::SeqCst);
-            // Register, and clear WOKEN: this sleeper wants a wake of its own.
-            let _ = words.sleepers.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                Some(n.wrapping_add(1) & !SLEEPERS_WOKEN)
-            });
-            // Pairs with the fence in `notify`: the re-check below must not be ordered
-            // before the registration is visible (the condition's loads are only Acquire).
-            fence(Ordering::SeqCst);
+            let seq = register_sleeper(words);
             if ready() {
-                words.sleepers.fetch_sub(1, Ordering::SeqCst);
+                unregister_sleeper(words);
                 return true;
             }
             F::wait(words.wake_seq, seq, (timeout - elapsed).min(SLEEP_SLICE));
-            words.sleepers.fetch_sub(1, Ordering::SeqCst);
+            unregister_sleeper(words);
             if ready() {
                 return true;
             }

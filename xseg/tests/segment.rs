@@ -194,6 +194,70 @@ fn request_round_trip_in_one_process() {
     assert_eq!(t.seg.report().buffers_in_use, 0);
 }
 
+/// A plugged section's answers ring the sender's doorbell once, when it ends (or when it
+/// flushes); a sleeper registered outside the library sees the ring.
+#[test]
+fn plugged_sections_ring_doorbells_at_their_end() {
+    let t = TestSegment::new("plug", small());
+    let server = t.seg.bind_port(3).unwrap();
+    let client = t.seg.bind_dynamic_port().unwrap();
+    let send = |n: usize| {
+        for _ in 0..n {
+            let req = client
+                .prepare_request(0, |r| client.edit(r).set_op(Op::Ping).set_target(b"x").map(drop))
+                .unwrap();
+            client.submit(req, 3).unwrap();
+        }
+        (0..n).map(|_| server.accept().unwrap()).collect::<Vec<_>>()
+    };
+    let drain = || {
+        while let Some(reply) = client.receive() {
+            client.put_request(reply);
+        }
+    };
+
+    // Two answers in a section: no ring until it ends, then one.
+    let incoming = send(2);
+    let sleep = client.sleep_for_replies().expect("no reply yet");
+    xseg::plugged(|| {
+        for req in incoming {
+            server.respond(req, Ok(0));
+        }
+        assert!(!sleep.rang(), "the doorbell waits for the end of the section");
+        // A nested section does not ring at its end either.
+        xseg::plugged(|| {});
+        assert!(!sleep.rang());
+    });
+    assert!(sleep.rang(), "rung when the section ended");
+    drop(sleep);
+    drain();
+
+    // flush_plug rings what was deferred so far; the section goes on.
+    let incoming = send(2);
+    let sleep = client.sleep_for_replies().expect("no reply yet");
+    let value = sleep.value();
+    xseg::plugged(|| {
+        let mut incoming = incoming.into_iter();
+        server.respond(incoming.next().unwrap(), Ok(0));
+        xseg::flush_plug();
+        assert!(sleep.rang(), "flushed");
+        server.respond(incoming.next().unwrap(), Ok(0));
+    });
+    drop(sleep);
+    drain();
+    // Without a section, an answer rings at once; and a sleeper that registers sees no
+    // stale ring.
+    let mut incoming = send(1);
+    let sleep = client.sleep_for_replies().expect("no reply yet");
+    assert_ne!(sleep.value(), value);
+    assert!(!sleep.rang());
+    server.respond(incoming.pop().unwrap(), Ok(0));
+    assert!(sleep.rang());
+    drop(sleep);
+    drain();
+    assert!(client.sleep_for_replies().is_some());
+}
+
 #[test]
 fn sub_requests_share_their_parents_buffer() {
     let t = TestSegment::new("share", small());

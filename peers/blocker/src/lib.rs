@@ -128,8 +128,28 @@ fn log_failure(warnings: &Throttle, op: u32, f: &Failure) {
     }
 }
 
+/// Whether serving `op` (with `flag_word`) is quick: page-cache IO, or IO a store with
+/// asynchronous IO only starts. Anything else may wait on the disk or the network.
+fn quick(op: Option<Op>, flag_word: u32, has_async_io: bool) -> bool {
+    match op {
+        Some(Op::Ping | Op::Info | Op::Read) => true,
+        Some(Op::Write) => has_async_io || flag_word & flags::FUA == 0,
+        _ => false,
+    }
+}
+
 impl Peer for BlockerPeer {
+    /// Rounds run plugged (answers wake each sender once per round); a request that may
+    /// wait first rings what the round deferred so far.
+    fn plug_rounds(&self) -> bool {
+        true
+    }
+
     fn on_request(&self, io: &PeerIo<'_>, mut req: Incoming) {
+        let view = io.port.view(&req);
+        if !quick(view.op(), view.flags(), self.store.async_io().is_some()) {
+            xseg::flush_plug();
+        }
         if self.store.async_io().is_some() {
             match self.start_async(io, req) {
                 Ok(()) => return,

@@ -24,6 +24,14 @@ pub trait Peer: Send + Sync + 'static {
     /// Called when a worker found nothing to do, at most every `IDLE_TICK`.
     fn on_idle(&self, _io: &PeerIo<'_>) {}
 
+    /// Whether a worker's round of replies and requests runs plugged (`xseg::plugged`): the
+    /// doorbells it rings are rung once each when the round ends. For peers whose callbacks
+    /// return quickly (a peer that may block in one must call `xseg::flush_plug` before it
+    /// does, or answer `false`, the default).
+    fn plug_rounds(&self) -> bool {
+        false
+    }
+
     /// Called by each worker after every round of requests and replies, busy or not, so it
     /// must be cheap when nothing is due: runs the peer's timed work (retries after a
     /// backoff, timeouts) and returns how soon it wants to be called again. `None`: no timer
@@ -195,6 +203,7 @@ impl<P: Peer> Running<P> {
 
 fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
     let (port, state) = (io.port, io.state);
+    let plug = peer.plug_rounds();
     let mut last_idle = Instant::now();
     let mut stop_seen: Option<Instant> = None;
     loop {
@@ -206,24 +215,27 @@ fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
                 return;
             }
         }
-        let mut busy = false;
-        while let Some(reply) = port.receive() {
-            peer.on_reply(&io, reply);
-            busy = true;
-        }
-        while !state.stopping() && reserve_slot(state) {
-            match port.accept() {
-                Some(req) => {
-                    peer.on_request(&io, req);
-                    busy = true;
-                }
-                None => {
-                    state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    break;
+        let round = || {
+            let mut busy = false;
+            while let Some(reply) = port.receive() {
+                peer.on_reply(&io, reply);
+                busy = true;
+            }
+            while !state.stopping() && reserve_slot(state) {
+                match port.accept() {
+                    Some(req) => {
+                        peer.on_request(&io, req);
+                        busy = true;
+                    }
+                    None => {
+                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        break;
+                    }
                 }
             }
-        }
-        let due = peer.poll(&io);
+            (busy, peer.poll(&io))
+        };
+        let (busy, due) = if plug { xseg::plugged(round) } else { round() };
         if !busy {
             if last_idle.elapsed() >= IDLE_TICK {
                 peer.on_idle(&io);

@@ -890,6 +890,11 @@ impl Peer for Composer {
         self.set_next_due(st, now);
     }
 
+    /// vlmcd never blocks: a round's sub-requests and answers wake each peer once.
+    fn plug_rounds(&self) -> bool {
+        true
+    }
+
     fn poll(&self, io: &PeerIo<'_>) -> Option<Duration> {
         let due = self.next_due_ns.load(Ordering::Acquire);
         if due == u64::MAX {
