@@ -115,6 +115,25 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(done)
 }
 
+/// The largest piece one `pwrite` of [`write_in_pieces`] writes.
+const WRITE_PIECE_MAX: usize = 64 << 10;
+
+/// Writes `data` at `offset` in pieces of at most [`WRITE_PIECE_MAX`] bytes. The page cache
+/// keeps a buffered write in a folio as large as the write (Linux 6.16+ on ext4), and every
+/// later small write into that folio walks all its blocks (`ext4_block_write_begin`):
+/// 4 KiB random writes into objects first written in 1 MiB pieces ran 40% slower than into
+/// the same objects with an empty cache. Pieces bound the folios; 16 system calls per MiB
+/// cost nothing next to copying it.
+fn write_in_pieces(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        let n = (data.len() - at).min(WRITE_PIECE_MAX);
+        file.write_all_at(&data[at..at + n], offset + at as u64)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// Writes `data` at 0 of a new (empty) file, leaving all-zero blocks as holes, and sizes it.
 fn write_sparse(file: &File, data: &[u8]) -> io::Result<()> {
     const BLOCK: usize = 64 * 1024;
@@ -594,7 +613,8 @@ impl ObjectStore for FileStore {
 
     fn write(&self, name: &ObjectName, offset: u64, data: &[u8], durability: Durability) -> Result<()> {
         check_range("write", name, offset, data.len() as u64)?;
-        let ((), opened) = self.with_object("write", name, true, |o| o.file.write_all_at(data, offset))?;
+        let ((), opened) =
+            self.with_object("write", name, true, |o| write_in_pieces(&o.file, data, offset))?;
         self.settle("write", name, Some(&opened.file), opened.gained, durability)
     }
 
