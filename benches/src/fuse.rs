@@ -32,6 +32,8 @@
 //! alternate for `--rounds` rounds (the
 //! machine is shared: a burst of load then hits both) and the medians are compared; then a
 //! verifying pass (`verify=crc32c` at that depth). Target (SPEC §8): ≥ 0.7× `rados bench`.
+//! Each round also runs fio's librados engine on objects laid out as the volume's (see
+//! `rados::fio_layout`): a diagnostic ceiling for the same IO pattern.
 //! Needs root, `fio`, `fusermount3` and `ceph-mon ceph-osd ceph-common`.
 
 use std::path::{Path, PathBuf};
@@ -46,7 +48,7 @@ use archip_rados::test_cluster;
 use archip_testkit::{RadosOptions, Role, Stack, StackOptions};
 use serde_json::{json, Value};
 
-use crate::rados::RadosBench;
+use crate::rados::{LayoutBench, RadosBench};
 use crate::report::{ratio, targets, TargetRow};
 use crate::support::{have, start_stack};
 
@@ -662,7 +664,10 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
             let randwrite =
                 random_iops(&file, size, "randwrite", depth, seconds).context("fuse randwrite")?;
             let anchor = crate::rados::bench(cluster, test_cluster::POOL, &bench_namespace, seconds, depth)?;
-            rounds.push((randread, randwrite, anchor));
+            let prefix = format!("{namespace}-layout-{round}");
+            let layout =
+                crate::rados::fio_layout(cluster, test_cluster::POOL, &prefix, size >> 22, seconds, depth)?;
+            rounds.push((randread, randwrite, anchor, layout));
         }
         verify(&file, args.verify_mib.min(size_mib), depth)
     };
@@ -672,11 +677,15 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
     }
     drop(stack);
 
-    type Round = (f64, f64, RadosBench);
+    type Round = (f64, f64, RadosBench, LayoutBench);
     let medians = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     let (randread, randwrite) = (medians(|r| r.0), medians(|r| r.1));
     let anchor =
         RadosBench { write_iops: medians(|r| r.2.write_iops), randread_iops: medians(|r| r.2.randread_iops) };
+    let layout = LayoutBench {
+        randread_iops: medians(|r| r.3.randread_iops),
+        randwrite_iops: medians(|r| r.3.randwrite_iops),
+    };
 
     let read_ratio = ratio(randread, anchor.randread_iops);
     let write_ratio = ratio(randwrite, anchor.write_iops);
@@ -685,14 +694,17 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         test_cluster::POOL,
         args.rounds
     );
-    for (i, (read, write, bench)) in rounds.iter().enumerate() {
+    for (i, (read, write, bench, layout)) in rounds.iter().enumerate() {
         println!(
-            "round {}: archip-fuse read {read:.0} write {write:.0}; rados bench rand {:.0} write {:.0} ({:.2}x / {:.2}x)",
+            "round {}: archip-fuse read {read:.0} write {write:.0}; rados bench rand {:.0} write {:.0} ({:.2}x / {:.2}x); \
+             librados on the volume's layout read {:.0} write {:.0}",
             i + 1,
             bench.randread_iops,
             bench.write_iops,
             ratio(*read, bench.randread_iops),
-            ratio(*write, bench.write_iops)
+            ratio(*write, bench.write_iops),
+            layout.randread_iops,
+            layout.randwrite_iops
         );
     }
     println!("{:<34} {:>12} {:>12}  verify (crc32c, QD{depth})", "path", "randread", "randwrite");
@@ -707,6 +719,15 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
     println!(
         "{:<34} {:>12.0} {:>12.0}",
         "rados bench (rand / write)", anchor.randread_iops, anchor.write_iops
+    );
+    println!(
+        "{:<34} {:>12.0} {:>12.0}",
+        "fio librados, the volume's layout", layout.randread_iops, layout.randwrite_iops
+    );
+    let (layout_read, layout_write) =
+        (ratio(randread, layout.randread_iops), ratio(randwrite, layout.randwrite_iops));
+    println!(
+        "archip-fuse / librados on the same objects and IO pattern: randread {layout_read:.2}x, randwrite {layout_write:.2}x (diagnostic)"
     );
     let met = |r: f64| if verify_ok && r >= 0.7 { "met" } else { "missed" };
     println!(
@@ -749,14 +770,20 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         "rados_bench_randread_iops": round(anchor.randread_iops),
         "fuse_rados_vs_rados_bench_randread": read_ratio,
         "fuse_rados_vs_rados_bench_randwrite": write_ratio,
+        "librados_layout_randread_iops": round(layout.randread_iops),
+        "librados_layout_randwrite_iops": round(layout.randwrite_iops),
+        "fuse_rados_vs_librados_layout_randread": layout_read,
+        "fuse_rados_vs_librados_layout_randwrite": layout_write,
         "fuse_rados_verify_ok": verify_ok,
         "fuse_rados_verify_note": verify_note,
         "target_07_of_rados_bench": verify_ok && read_ratio >= 0.7 && write_ratio >= 0.7,
-        "per_round": rounds.iter().map(|(read, write, bench)| json!({
+        "per_round": rounds.iter().map(|(read, write, bench, layout)| json!({
             "fuse_rados_randread_iops": read.round(),
             "fuse_rados_randwrite_iops": write.round(),
             "rados_bench_randread_iops": bench.randread_iops.round(),
             "rados_bench_write_iops": bench.write_iops.round(),
+            "librados_layout_randread_iops": layout.randread_iops.round(),
+            "librados_layout_randwrite_iops": layout.randwrite_iops.round(),
         })).collect::<Vec<_>>(),
         "targets": targets(&rows),
     }))

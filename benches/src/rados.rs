@@ -142,6 +142,83 @@ pub fn bench(
     Ok(RadosBench { write_iops, randread_iops })
 }
 
+/// What fio's librados engine measured with a volume's object layout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayoutBench {
+    pub randread_iops: f64,
+    pub randwrite_iops: f64,
+}
+
+/// fio's own librados engine (`--ioengine=rados`) on `objects` objects of 4 MiB — the
+/// layout of a volume of that many blocks — written whole first, then 4 KiB random reads
+/// and writes across them, `in_flight` at once, `seconds` each (after a second of ramp, as
+/// the FUSE runs): what a librados client gets from this cluster for the volume's IO pattern
+/// with no FUSE, vlmcd or xseg in the way. rados bench writes new 4 KiB objects instead, and
+/// a memstore OSD slows down on objects with many random writes in them, so this is the
+/// fairer ceiling for the stack's writes (a diagnostic beside the SPEC's anchor). In the
+/// pool's default namespace (fio has no namespace option) under names of this run; removed
+/// afterwards.
+pub fn fio_layout(
+    cluster: &TestCluster,
+    pool: &str,
+    prefix: &str,
+    objects: u64,
+    seconds: u64,
+    in_flight: u32,
+) -> anyhow::Result<LayoutBench> {
+    let common = |rw: &str, bs: &str, depth: u32| -> Vec<String> {
+        vec![
+            "--name=layout".into(),
+            "--ioengine=rados".into(),
+            "--clientname=admin".into(),
+            format!("--conf={}", cluster.conf.display()),
+            format!("--pool={pool}"),
+            format!("--nrfiles={objects}"),
+            "--filesize=4M".into(),
+            format!("--size={}", objects * (4 << 20)),
+            format!("--filename_format={prefix}.$filenum"),
+            "--file_service_type=random".into(),
+            format!("--rw={rw}"),
+            format!("--bs={bs}"),
+            format!("--iodepth={depth}"),
+            "--output-format=json".into(),
+        ]
+    };
+    let run = |mut args: Vec<String>, timed: bool, dir: &str| -> anyhow::Result<f64> {
+        if timed {
+            args.extend([format!("--runtime={seconds}"), "--time_based=1".into(), "--ramp_time=1".into()]);
+        }
+        let out = Command::new("fio").args(&args).output().context("running fio (--ioengine=rados)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value =
+            text.find('{').and_then(|i| serde_json::from_str(&text[i..]).ok()).with_context(|| {
+                format!("fio --ioengine=rados: {}", String::from_utf8_lossy(&out.stderr).trim())
+            })?;
+        let job = &report["jobs"][0];
+        ensure!(
+            out.status.success() && job["error"].as_i64().unwrap_or(0) == 0,
+            "fio --ioengine=rados failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(job[dir]["iops"].as_f64().unwrap_or(0.0))
+    };
+    let measured = run(common("write", "1M", 8), false, "write").and_then(|_| {
+        let randread_iops = run(common("randread", "4k", in_flight), true, "read")?;
+        let mut last = common("randwrite", "4k", in_flight);
+        last.push("--unlink=1".into());
+        let randwrite_iops = run(last, true, "write")?;
+        Ok(LayoutBench { randread_iops, randwrite_iops })
+    });
+    if measured.is_err() {
+        // Leave nothing behind in the memstore OSD's RAM.
+        for i in 0..objects {
+            let _ = rados(&cluster.conf, pool, "", &["rm", &format!("{prefix}.{i}")]);
+        }
+    }
+    measured
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! `archip-bench ublk`: in the qemu VM (tests/vm), fio 4 KiB random read and write at QD32
 //! on an archip-ublk device through the whole stack versus the kernel loop device over a
 //! file on the guest's storage, alternating within one boot, `--rounds` rounds, medians.
+//! Then the frontend's own ceiling: the same device with vlmcd replaced by archip-nullpeer
+//! (no map, no storage: archip-ublk and one xseg round trip per request).
 //! The VM is emulated (TCG): only the ratio means anything.
 
 use std::path::PathBuf;
@@ -78,9 +80,19 @@ pub fn run(args: &UblkArgs) -> anyhow::Result<Value> {
     let (loop_read, loop_write) = (f("loop_randread_iops"), f("loop_randwrite_iops"));
     let read_ratio = ublk_read / loop_read.max(1.0);
     let write_ratio = ublk_write / loop_write.max(1.0);
-    for l in text.lines().filter(|l| l.starts_with("round")) {
+    for l in text.lines().filter(|l| l.starts_with("round") || l.starts_with("frontend ceiling")) {
         println!("{l}");
     }
+    let (null_read, null_write) = (f("ublk_null_vlmcd_randread_iops"), f("ublk_null_vlmcd_randwrite_iops"));
+    report["ublk_null_vlmcd_over_loop_randread"] =
+        ((null_read / loop_read.max(1.0) * 100.0).round() / 100.0).into();
+    report["ublk_null_vlmcd_over_loop_randwrite"] =
+        ((null_write / loop_write.max(1.0) * 100.0).round() / 100.0).into();
+    println!(
+        "frontend ceiling / loop: random read {:.2}, random write {:.2} (archip-ublk with a null peer for vlmcd)",
+        null_read / loop_read.max(1.0),
+        null_write / loop_write.max(1.0)
+    );
     println!("ublk / loop: random read {read_ratio:.2}, random write {write_ratio:.2} (target >= 0.65)");
     report["benchmark"] = "ublk".into();
     report["ublk_over_loop_randread"] = ((read_ratio * 100.0).round() / 100.0).into();
