@@ -578,39 +578,6 @@ impl IoCtx {
         });
     }
 
-    /// Starts a read of `len` bytes at `offset` of `oid` into `buf` and returns at once.
-    /// `done` runs once, as for [`aio_stat_read`](Self::aio_stat_read), with the bytes read
-    /// (fewer than `len` only at the end of the object: RADOS reads a replicated object's
-    /// extent whole).
-    ///
-    /// # Safety
-    /// As for [`aio_stat_read`](Self::aio_stat_read).
-    pub unsafe fn aio_read(
-        self: &Arc<Self>,
-        oid: &CStr,
-        offset: u64,
-        buf: *mut u8,
-        len: usize,
-        done: impl FnOnce(Result<usize>) + Send + 'static,
-    ) {
-        let what = format!("reading {oid:?}");
-        let len = len.min(MAX_IO);
-        let inflight = Box::new(Inflight {
-            _io: self.clone(),
-            read_op: ptr::null_mut(),
-            stat: StatOut { size: 0, mtime: 0, rval: 0 },
-            read: ReadOut { bytes: 0, rval: 0 },
-            finish: Some(Box::new(move |_: &Inflight, ret: c_int| {
-                done(check(|| what, i64::from(ret)).map(|n| n as usize))
-            })),
-        });
-        let oid = oid.to_owned();
-        self.submit_inflight(inflight, |_, c| {
-            // SAFETY: the caller keeps `buf` valid until `done` ran; librados copies the oid.
-            unsafe { sys::rados_aio_read(self.handle, oid.as_ptr(), c, buf.cast(), len, offset) }
-        });
-    }
-
     /// Starts a write of the `len` bytes at `data` to `offset` of `oid` (creating it) and
     /// returns at once. `done` runs once, as for [`aio_stat_read`](Self::aio_stat_read).
     ///
