@@ -116,14 +116,15 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 /// The largest piece one `pwrite` of [`write_in_pieces`] writes.
-const WRITE_PIECE_MAX: usize = 64 << 10;
+const WRITE_PIECE_MAX: usize = 256 << 10;
 
 /// Writes `data` at `offset` in pieces of at most [`WRITE_PIECE_MAX`] bytes. The page cache
 /// keeps a buffered write in a folio as large as the write (Linux 6.16+ on ext4), and every
 /// later small write into that folio walks all its blocks (`ext4_block_write_begin`):
-/// 4 KiB random writes into objects first written in 1 MiB pieces ran 40% slower than into
-/// the same objects with an empty cache. Pieces bound the folios; 16 system calls per MiB
-/// cost nothing next to copying it.
+/// 4 KiB random writes into objects first written in 1 MiB pieces ran 30-40% slower than
+/// into the same objects with an empty cache. Smaller pieces bound the folios but cost a
+/// system call and an inode time update each: 64 KiB pieces cost 1 MiB sequential writes
+/// 10-20%, 256 KiB pieces 3-9% for most of the gain (measured in BENCHMARKS.md).
 fn write_in_pieces(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     let mut at = 0;
     while at < data.len() {
