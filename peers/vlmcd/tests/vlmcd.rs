@@ -545,6 +545,41 @@ fn an_absent_mapper_fails_requests_with_eio_after_the_retry_timeout() {
     assert_eq!(&buf[..5], b"hello", "the failed write changed nothing");
 }
 
+/// A live blocker that stops answering (SIGSTOP) fails the requests waiting on it with EIO
+/// after `--request-timeout-ms`, while vlmcd keeps serving others; when it resumes, its
+/// late answers are returned to the pool, and nothing stays in flight.
+#[test]
+fn a_hung_blocker_fails_requests_after_the_request_timeout() {
+    let host = start("hung", options(&["--request-timeout-ms", "700"]));
+    let mut client = host.client();
+    client.create("vol", 4 * BLOCK, &SMALL_BLOCKS).unwrap();
+    client.write("vol", 0, &pattern(3, 4096), false).unwrap();
+    let blocker = host.pid(Role::Blocker).expect("the blocker runs");
+    // SAFETY: kill(2) of a daemon this test's stack started.
+    unsafe { libc::kill(blocker, libc::SIGSTOP) };
+    let started = Instant::now();
+    // Several reads in flight at once, all on the stopped blocker.
+    let tags: Vec<_> = (0..8).map(|i| client.submit_read("vol", i * 4096, 4096).unwrap()).collect();
+    let done = collect(&mut client, tags.len());
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(blocker, libc::SIGCONT) };
+    for c in &done {
+        assert_eq!(c.result.as_ref().err().map(ClientError::errno), Some(libc::EIO), "{c:?}");
+    }
+    assert!(took >= Duration::from_millis(700), "failed before the request timeout: {took:?}");
+    assert!(took < Duration::from_secs(20), "failed long after the request timeout: {took:?}");
+    // The blocker is back: vlmcd serves again, and the abandoned requests come home.
+    let mut buf = vec![0u8; 4096];
+    client.read("vol", 0, &mut buf).unwrap();
+    assert_same(&buf, &pattern(3, 4096), "after the blocker resumed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.seg.report().requests_in_flight > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(host.seg.report().requests_in_flight, 0, "late answers were returned to the pool");
+}
+
 #[test]
 fn bad_requests_get_the_right_errno_and_vlmcd_keeps_serving() {
     let host = start("bad", options(&[]));
