@@ -160,6 +160,10 @@ struct Flight {
     geometry: Option<(u64, u64)>,
     /// A management op that changes the volume's map or lock: forget its mappings after it.
     forgetting: bool,
+    /// In the starved queue (once at most: the queue stays bounded by the requests in flight).
+    queued_starved: bool,
+    /// The due time of this request's newest timer entry, if one is queued.
+    timer_at: Option<Instant>,
     /// A forwarded op's answer: (`serviced`, window length).
     answer: (u64, u64),
 }
@@ -289,6 +293,8 @@ impl Composer {
             write_lease: None,
             geometry: None,
             forgetting: false,
+            queued_starved: false,
+            timer_at: None,
             answer: (0, 0),
         }))
     }
@@ -299,8 +305,12 @@ impl Composer {
         let mut work = vec![index];
         while let Some(index) = work.pop() {
             if let Driven::Starved = self.drive(st, io, index, now, &mut work) {
-                let key = st.flights[index as usize].as_ref().expect("a starved request stays").key();
-                st.starved.push_back(key);
+                let flight = st.flights[index as usize].as_mut().expect("a starved request stays");
+                if !flight.queued_starved {
+                    flight.queued_starved = true;
+                    let key = flight.key();
+                    st.starved.push_back(key);
+                }
             }
         }
     }
@@ -333,8 +343,10 @@ impl Composer {
                     if batch.wants_send(now) {
                         starved = batch.send(port, &flight.req, tag, now);
                     }
-                    if let Some(due) = batch.due {
+                    if let Some(due) = batch.due.filter(|&due| flight.timer_at != Some(due)) {
+                        // One timer entry per due time (replies drive a request many times).
                         st.timers.push(Reverse((due, index, flight.nonce)));
+                        flight.timer_at = Some(due);
                     }
                     if !batch.is_done() {
                         st.flights[index as usize] = Some(flight);
@@ -770,7 +782,10 @@ impl Composer {
                 break;
             }
             st.timers.pop();
-            if st.flights[index as usize].as_ref().is_some_and(|f| f.nonce == nonce) {
+            let current =
+                st.flights[index as usize].as_mut().filter(|f| f.nonce == nonce && f.timer_at == Some(due));
+            if let Some(flight) = current {
+                flight.timer_at = None;
                 self.drive_all(st, io, index, now);
             }
         }
@@ -795,11 +810,15 @@ impl Composer {
     fn pump_starved(&self, st: &mut State, io: &PeerIo<'_>, now: Instant) {
         let mut work = Vec::new();
         while let Some((index, nonce)) = st.starved.pop_front() {
-            if st.flights[index as usize].as_ref().is_none_or(|f| f.nonce != nonce) {
+            let Some(flight) = st.flights[index as usize].as_mut().filter(|f| f.nonce == nonce) else {
                 continue;
-            }
+            };
+            flight.queued_starved = false;
             match self.drive(st, io, index, now, &mut work) {
                 Driven::Starved => {
+                    if let Some(flight) = st.flights[index as usize].as_mut() {
+                        flight.queued_starved = true;
+                    }
                     st.starved.push_front((index, nonce));
                     break;
                 }
