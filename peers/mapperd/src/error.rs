@@ -18,6 +18,8 @@ pub enum MapperError {
     Corrupt(String, String),
     #[error("{0}")]
     Overflow(String),
+    #[error("cannot open {name}: this host has {max} volumes open (mapperd --max-open-volumes, [mapperd] max_open_volumes); close one first")]
+    TooManyOpen { name: String, max: usize },
     #[error("{op} {object}: {reason}")]
     Storage { op: &'static str, object: String, errno: i32, reason: String },
 }
@@ -33,6 +35,7 @@ impl MapperError {
             MapperError::Fenced(_) => libc::ESTALE,
             MapperError::Corrupt(..) => libc::EIO,
             MapperError::Overflow(_) => libc::EOVERFLOW,
+            MapperError::TooManyOpen { .. } => libc::ENFILE,
             MapperError::Storage { errno, .. } => *errno,
         }
     }

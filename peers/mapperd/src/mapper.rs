@@ -56,6 +56,10 @@ pub struct MapperConfig {
     pub lease: Duration,
     /// How long a write waits for another host's lock to be released.
     pub lock_wait: Duration,
+    /// Most volumes this host keeps open at once (each costs up to ≈ 1.3 MiB of cached map:
+    /// the bound on mapperd's memory). Opening one more fails with ENFILE; reading one more
+    /// is served uncached, as for a volume another host holds.
+    pub max_open_volumes: usize,
 }
 
 pub struct Mapper {
@@ -211,6 +215,7 @@ impl Mapper {
         if let Some(v) = self.open.lock().expect("poisoned").get(name) {
             return Ok(v.clone());
         }
+        self.check_open_room(name)?;
         let header = self.existing_header(name)?;
         let generation = if header.is_snapshot() {
             None
@@ -233,14 +238,35 @@ impl Mapper {
             copied: Condvar::new(),
         });
         let mut open = self.open.lock().expect("poisoned");
+        if !open.contains_key(name) && open.len() >= self.config.max_open_volumes {
+            // Others filled the table while this one took its lock: give the lock back.
+            drop(open);
+            if generation.is_some() {
+                self.blockers.release(&lock_name(name), self.lock_owner(), false)?;
+            }
+            return Err(self.too_many_open(name));
+        }
         Ok(open.entry(name.to_string()).or_insert(volume).clone())
+    }
+
+    fn too_many_open(&self, name: &str) -> MapperError {
+        MapperError::TooManyOpen { name: name.into(), max: self.config.max_open_volumes }
+    }
+
+    /// Fails when this host already has `max_open_volumes` open (checked before taking a
+    /// lock, and again after, since other threads open volumes meanwhile).
+    fn check_open_room(&self, name: &str) -> Result<()> {
+        if self.open.lock().expect("poisoned").len() >= self.config.max_open_volumes {
+            return Err(self.too_many_open(name));
+        }
+        Ok(())
     }
 
     /// A volume for reading: open by this host if it can take the lock; otherwise (another
     /// host holds it) a fresh, uncached view (SPEC §4.4: reads are served, nothing cached).
     fn volume_for_read(&self, name: &str) -> Result<Arc<Volume>> {
         match self.open_volume(name, false) {
-            Err(MapperError::Busy { .. }) => {
+            Err(MapperError::Busy { .. } | MapperError::TooManyOpen { .. }) => {
                 let header = self.existing_header(name)?;
                 Ok(Arc::new(Volume {
                     state: Mutex::new(VolumeState {

@@ -96,8 +96,12 @@ impl Host {
     }
 
     fn mapper_env(&mut self, port: u32, host_id: &str, failpoints: Option<&str>) {
+        self.mapper_with(port, host_id, failpoints, &[])
+    }
+
+    fn mapper_with(&mut self, port: u32, host_id: &str, failpoints: Option<&str>, extra: &[&str]) {
         let port = port.to_string();
-        let args = [
+        let mut args = vec![
             "--portno-start",
             &port,
             "--threads",
@@ -109,6 +113,7 @@ impl Host {
             "--lock-wait-ms",
             "3000",
         ];
+        args.extend_from_slice(extra);
         self.daemon_env(Path::new(MAPPERD), &format!("mapperd-{host_id}"), &args, None, failpoints);
     }
 
@@ -604,6 +609,45 @@ fn close_after_a_mapper_restart_releases_the_lock() {
     assert_eq!(info(&c, "vol")["locked_by"], "hostA", "the lock outlived the process");
     assert_eq!(mgmt(&c, Op::Close, "vol", 0, ""), 0);
     assert!(info(&c, "vol")["locked_by"].is_null(), "close released it");
+}
+
+/// `--max-open-volumes` bounds the volumes a host holds open (and so mapperd's memory): one
+/// more is refused with ENFILE without taking its lock, reads of it are still served
+/// (uncached), and closing one makes room. Bad values are refused at start.
+#[test]
+fn open_volumes_are_bounded() {
+    let mut host = Host::new("maxopen");
+    host.mapper_with(5, "hostB", None, &["--max-open-volumes", "2"]);
+    let c = host.client();
+    for name in ["v1", "v2", "v3"] {
+        create(&c, name, 1 << 20);
+    }
+    // hostA (no low cap) writes v3, then lets it go: B's read has data to see.
+    write(&c, "v3", 0, b"three").unwrap();
+    assert_eq!(mgmt(&c, Op::Close, "v3", 0, ""), 0);
+    let via_b = |op: Op, name: &str| call(&c, 5, op, name, 0, 0, 0, &[], 0).0;
+    assert_eq!(via_b(Op::Open, "v1"), 0);
+    assert_eq!(map(&c, 5, Op::MapWrite, "v2", 0, 10).map(|_| ()), Ok(()), "a write opens v2");
+    assert_eq!(via_b(Op::Open, "v3"), libc::ENFILE);
+    assert_eq!(map(&c, 5, Op::MapWrite, "v3", 0, 10), Err(libc::ENFILE));
+    assert!(info(&c, "v3")["locked_by"].is_null(), "the refused open took no lock");
+    assert_eq!(read_via(&c, 5, "v3", 0, 5).unwrap(), b"three", "reads are served uncached");
+    assert!(info(&c, "v3")["locked_by"].is_null(), "and take no lock either");
+    assert_eq!(via_b(Op::Open, "v1"), 0, "an open volume opens again");
+    assert_eq!(via_b(Op::Close, "v1"), 0);
+    assert_eq!(via_b(Op::Open, "v3"), 0, "closing one made room");
+    assert_eq!(info(&c, "v3")["locked_by"], "hostB");
+    let log = std::fs::read_to_string(host.dir.join("mapperd-hostB.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
+    for bad in ["0", "-1", "x", "1000001"] {
+        let out = Command::new(MAPPERD)
+            .args(["--segment", &host.name, "--portno-start", "6", &format!("--max-open-volumes={bad}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--max-open-volumes {bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--max-open-volumes"), "{bad}");
+    }
+    assert!(!host.seg.port_is_bound(6), "a refused start binds nothing");
 }
 
 /// Regression: deleting a volume open on this host left its lock held, so another host

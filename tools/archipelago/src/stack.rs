@@ -104,6 +104,7 @@ impl Role {
                 flag("--host-id", cfg.host.id.clone().into());
                 flag("--lease-ms", cfg.mapperd.lease_ms.to_string().into());
                 flag("--lock-wait-ms", cfg.mapperd.lock_wait_ms.to_string().into());
+                flag("--max-open-volumes", cfg.mapperd.max_open_volumes.to_string().into());
             }
             Role::Vlmcd => {
                 flag("--mapper-port", cfg.mapperd.port.to_string().into());

@@ -154,6 +154,8 @@ pub struct MapperdConfig {
     pub nr_ops: u32,
     pub lease_ms: u64,
     pub lock_wait_ms: u64,
+    /// Most volumes open at once on this host (bounds mapperd's memory).
+    pub max_open_volumes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +268,8 @@ struct MapperdFile {
     lease_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lock_wait_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_open_volumes: Option<u32>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -614,6 +618,12 @@ fn resolve(f: File, source: Source) -> Result<Config, (String, String)> {
             0,
             3_600_000,
         )?,
+        max_open_volumes: check_range(
+            "[mapperd] max_open_volumes",
+            f.mapperd.max_open_volumes.unwrap_or(1024),
+            1,
+            1_000_000,
+        )?,
     };
     let vlmcd = VlmcdConfig {
         port: f.vlmcd.port.unwrap_or(default_ports::VLMCD),
@@ -729,6 +739,7 @@ impl Config {
                 nr_ops: Some(self.mapperd.nr_ops),
                 lease_ms: Some(self.mapperd.lease_ms),
                 lock_wait_ms: Some(self.mapperd.lock_wait_ms),
+                max_open_volumes: Some(self.mapperd.max_open_volumes),
             },
             vlmcd: VlmcdFile {
                 port: Some(self.vlmcd.port),
@@ -803,6 +814,9 @@ mod tests {
             message("[mapperd]\nlease_ms = 5\n").contains("[mapperd] lease_ms: must be 100..=600000, got 5")
         );
         assert!(message("[vlmcd]\nthreads = 0\n").contains("[vlmcd] threads: must be 1..=64"));
+        assert!(message("[mapperd]\nmax_open_volumes = 0\n")
+            .contains("[mapperd] max_open_volumes: must be 1..=1000000, got 0"));
+        assert!(message("[mapperd]\nmax_open_volumes = -1\n").contains("[mapperd] max_open_volumes"));
         assert!(message("[host]\nlog_level = \"loud\"\n").contains("[host] log_level"));
     }
 
@@ -816,6 +830,7 @@ mod tests {
         assert_eq!(c.run_dir(), Path::new("/tmp/h/run"));
         assert_eq!(c.storage.dir, Path::new("/tmp/h/store"));
         assert_eq!(c.mapperd.lease_ms, 300);
+        assert_eq!(c.mapperd.max_open_volumes, 1024);
         assert_eq!(c.blocker.ports(), 5..=5);
         assert_eq!(c.segment.nr_requests, 4096);
     }

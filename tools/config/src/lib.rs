@@ -27,7 +27,7 @@
 //! | | `conf` | `rados`: the cluster's ceph.conf (absolute); default: radosd's (`$CEPH_CONF`, then `/etc/ceph/ceph.conf`) |
 //! | | `client_id` | `rados`: the Ceph client id (`"admin"`: client.admin); it needs `osd` access to the pools and the monitor's `osd blocklist` command |
 //! | `[blocker]` | `port`, `map_port`, `threads`, `nr_ops` | 3, 4, 2, 256 |
-//! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms` | 2, 4, 256, 5000, 60000 |
+//! | `[mapperd]` | `port`, `threads`, `nr_ops`, `lease_ms`, `lock_wait_ms`, `max_open_volumes` | 2, 4, 256, 5000, 60000, 1024 (1..=1000000: volumes open at once on the host; each costs mapperd ≤ ≈ 1.3 MiB) |
 //! | `[vlmcd]` | `port`, `threads`, `nr_ops` | 1, 1, 256 |
 //! | `[fuse]` | `mountpoint` | none: no mount; an absolute path: `archipelago start` mounts the volumes there with `archip-fuse` (see below) |
 //! | | `allow_other` | `false` (`archip-fuse --allow-other`: other users may use the mount; needs `user_allow_other` in `/etc/fuse.conf` for non-root) |
@@ -43,7 +43,8 @@
 //! `config /x.toml: [hots]: unknown section (...)`, `config /x.toml: line 3, column 1: ...`
 //! for syntax errors. Validation: the segment name (`xseg::validate_name`), the segment
 //! geometry (`SegmentConfig::geometry`, plus at least one dynamic port), absolute paths,
-//! `threads` 1..=64, `nr_ops` 1..=65536, `lease_ms` 100..=600000, and the port plan below.
+//! `threads` 1..=64, `nr_ops` 1..=65536, `lease_ms` 100..=600000, `max_open_volumes`
+//! 1..=1000000, and the port plan below.
 //!
 //! The state directory `<home>` holds `run/<role>.pid` (written by each peer,
 //! `--pidfile`), `log/<role>.log` (`--log-file`) and, by default, `store/` (the objects).
@@ -54,7 +55,7 @@
 //! | role | daemon | static ports (default) | flags it gets beyond the common ones |
 //! |---|---|---|---|
 //! | `blocker` | `archip-filed` (`filed`), `archip-radosd` (`rados`) | `[blocker] port` (data, 3) ..= `map_port` (maps and locks, 4) | filed: `--dir <storage dir>`; radosd: `--pool`, `--namespace`, `--client-id`, and `--map-pool`, `--conf` when configured |
-//! | `mapperd` | `archip-mapperd` | `[mapperd] port` (2) | `--map-port`, `--data-port`, `--host-id`, `--lease-ms`, `--lock-wait-ms` |
+//! | `mapperd` | `archip-mapperd` | `[mapperd] port` (2) | `--map-port`, `--data-port`, `--host-id`, `--lease-ms`, `--lock-wait-ms`, `--max-open-volumes` |
 //! | `vlmcd` | `archip-vlmcd` | `[vlmcd] port` (1) | `--mapper-port`, `--data-port` |
 //!
 //! Every peer also gets `--segment --portno-start --portno-end --threads --nr-ops -v
