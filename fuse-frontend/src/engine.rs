@@ -37,6 +37,8 @@ use std::time::{Duration, Instant};
 use fuser::{Errno, ReplyData, ReplyEmpty, ReplyWrite};
 use xseg::{flags, Held as _, Op, Port, Request, Segment};
 
+use crate::devloop::KernelReply;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(50);
 /// How often the completion thread looks at vlmcd's port and at overdue requests.
@@ -46,11 +48,15 @@ const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// How often in-flight requests are checked against the request timeout.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 
-/// The FUSE reply a data request owes.
+/// The FUSE reply a data request owes: through fuser, or written to the kernel by this
+/// crate for the requests the `/dev/fuse` loop read itself (`devloop`).
 pub enum Reply {
     Data(ReplyData),
     Written(ReplyWrite),
     Empty(ReplyEmpty),
+    KernelData(KernelReply),
+    KernelWritten(KernelReply),
+    KernelEmpty(KernelReply),
 }
 
 impl Reply {
@@ -60,15 +66,20 @@ impl Reply {
             Reply::Data(r) => r.error(e),
             Reply::Written(r) => r.error(e),
             Reply::Empty(r) => r.error(e),
+            Reply::KernelData(r) | Reply::KernelWritten(r) | Reply::KernelEmpty(r) => r.error(errno),
         }
     }
 
     /// Success with `data` for a read, `len` bytes for a write, nothing otherwise.
     fn done(self, data: &[u8], len: u64) {
+        let written = u32::try_from(len).unwrap_or(u32::MAX);
         match self {
             Reply::Data(r) => r.data(data),
-            Reply::Written(r) => r.written(u32::try_from(len).unwrap_or(u32::MAX)),
+            Reply::Written(r) => r.written(written),
             Reply::Empty(r) => r.ok(),
+            Reply::KernelData(r) => r.data(data),
+            Reply::KernelWritten(r) => r.written(written),
+            Reply::KernelEmpty(r) => r.data(&[]),
         }
     }
 }
@@ -77,7 +88,13 @@ impl Reply {
 /// act on pass through; everything else is an IO error (the cause is in the log).
 pub fn user_errno(errno: i32) -> i32 {
     match errno {
-        libc::EROFS | libc::EINVAL | libc::ENOSPC | libc::EDQUOT | libc::EFBIG | libc::EOPNOTSUPP => errno,
+        libc::EROFS
+        | libc::EINVAL
+        | libc::ENOSPC
+        | libc::EDQUOT
+        | libc::EFBIG
+        | libc::EOPNOTSUPP
+        | libc::ENFILE => errno,
         _ => libc::EIO,
     }
 }
@@ -234,20 +251,102 @@ impl Engine {
     }
 
     /// Reads `len` bytes of `volume` at `offset`; the reply carries them.
-    pub fn read(&self, volume: &Arc<str>, offset: u64, len: u64, reply: ReplyData) {
-        self.submit(Op::Read, volume, offset, len, 0, &[], Reply::Data(reply));
+    pub fn read(&self, volume: &Arc<str>, offset: u64, len: u64, reply: Reply) {
+        self.submit(Op::Read, volume, offset, len, 0, &[], reply);
     }
 
     /// Writes `data` at `offset` (with `fua`, durable when answered).
-    pub fn write(&self, volume: &Arc<str>, offset: u64, data: &[u8], fua: bool, reply: ReplyWrite) {
+    pub fn write(&self, volume: &Arc<str>, offset: u64, data: &[u8], fua: bool, reply: Reply) {
         let flags = if fua { flags::FUA } else { 0 };
-        self.submit(Op::Write, volume, offset, data.len() as u64, flags, data, Reply::Written(reply));
+        self.submit(Op::Write, volume, offset, data.len() as u64, flags, data, reply);
+    }
+
+    /// A request descriptor with a whole segment buffer, for the `/dev/fuse` loop to read the
+    /// next FUSE request's payload into; `None` when the segment has none free right now.
+    pub fn spare(&self) -> Option<Request> {
+        self.port.get_request(self.chunk).ok()
+    }
+
+    /// The window of a `spare` request.
+    pub fn window_of<'a>(&'a self, spare: &'a mut Request) -> &'a mut [u8] {
+        self.port.data_mut(spare).expect("a spare request has its buffer")
+    }
+
+    /// Gives back a `spare` that was not used.
+    pub fn return_spare(&self, spare: Request) {
+        self.port.put_request(spare);
+    }
+
+    /// The largest read or write a `spare` can carry.
+    pub fn chunk(&self) -> u64 {
+        self.chunk
+    }
+
+    /// Writes the first `len` bytes of `spare`'s window (where the kernel put them) at
+    /// `offset`: no copy in this process.
+    pub fn write_in_place(
+        &self,
+        spare: Request,
+        volume: &Arc<str>,
+        offset: u64,
+        len: u64,
+        fua: bool,
+        reply: Reply,
+    ) {
+        let flags = if fua { flags::FUA } else { 0 };
+        let spec = Spec { op: Op::Write, volume: volume.clone(), offset, size: len, flags };
+        self.start_in_place(spare, spec, reply);
+    }
+
+    /// Reads `len` bytes at `offset` into `spare`'s window.
+    pub fn read_in_place(&self, spare: Request, volume: &Arc<str>, offset: u64, len: u64, reply: Reply) {
+        let spec = Spec { op: Op::Read, volume: volume.clone(), offset, size: len, flags: 0 };
+        self.start_in_place(spare, spec, reply);
+    }
+
+    fn start_in_place(&self, mut req: Request, spec: Spec, reply: Reply) {
+        debug_assert!(spec.size <= self.chunk);
+        let now = Instant::now();
+        let flight =
+            Flight { spec, track: Track::Whole(reply), trouble_since: None, attempts: 0, sent_at: now };
+        if self.queued.load(Ordering::Acquire) > 0 {
+            // Older requests wait for resources: queue behind them, with a copy of the data.
+            let payload = match flight.spec.op {
+                Op::Write => self.window_of(&mut req)[..flight.spec.size as usize].to_vec(),
+                _ => Vec::new(),
+            };
+            self.port.put_request(req);
+            self.enqueue_unsent(Unsent { flight, payload, since: now });
+            return;
+        }
+        let filled = (|| {
+            let spec = &flight.spec;
+            let edit = self.port.edit(&mut req);
+            edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
+            edit.set_target(spec.volume.as_bytes())?;
+            self.port.truncate_data(&mut req, spec.window())
+        })();
+        match filled {
+            Ok(()) => self.launch(req, flight),
+            Err(e) => {
+                self.port.put_request(req);
+                log_request(
+                    true,
+                    format_args!(
+                        "{} {}: cannot build the request: {e}",
+                        flight.spec.op.name(),
+                        flight.spec.volume
+                    ),
+                );
+                self.finish(flight, Err(e.errno()), &[]);
+            }
+        }
     }
 
     /// FLUSH, DISCARD or WRITE_ZEROES of a range (no data window).
-    pub fn control(&self, op: Op, volume: &Arc<str>, offset: u64, len: u64, reply: ReplyEmpty) {
+    pub fn control(&self, op: Op, volume: &Arc<str>, offset: u64, len: u64, reply: Reply) {
         debug_assert!(matches!(op, Op::Flush | Op::Discard | Op::WriteZeroes));
-        self.submit(op, volume, offset, len, 0, &[], Reply::Empty(reply));
+        self.submit(op, volume, offset, len, 0, &[], reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -656,6 +755,7 @@ mod tests {
     fn only_errnos_a_user_can_act_on_pass_through() {
         assert_eq!(user_errno(libc::EROFS), libc::EROFS);
         assert_eq!(user_errno(libc::EINVAL), libc::EINVAL);
+        assert_eq!(user_errno(libc::ENFILE), libc::ENFILE);
         assert_eq!(user_errno(libc::ESTALE), libc::EIO);
         assert_eq!(user_errno(libc::ENOENT), libc::EIO);
         assert_eq!(user_errno(libc::ETIMEDOUT), libc::EIO);

@@ -32,7 +32,7 @@ use fuser::{
 };
 use xseg::Op;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Reply};
 use crate::meta::{Meta, Worker};
 use crate::tree::{Node, LIST_TTL, ROOT_INO, SNAPSHOTS_DIR, SNAPSHOTS_INO};
 
@@ -126,6 +126,64 @@ impl Attrs {
 }
 
 type Handles = Arc<RwLock<HashMap<u64, Arc<Node>>>>;
+
+/// What a read or write of an open file becomes: `Io` for vlmcd, `Nothing` to answer at once
+/// (a read at or past the end: no bytes; an empty write: 0 written), or an errno.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataIo {
+    Io { volume: Arc<str>, offset: u64, len: u64, fua: bool },
+    Nothing,
+}
+
+/// The open files as the data path needs them: shared by fuser's callbacks and the
+/// `/dev/fuse` loop (`devloop`), which serves reads and writes without fuser.
+#[derive(Clone)]
+pub struct OpenFiles {
+    handles: Handles,
+    read_only: bool,
+}
+
+impl OpenFiles {
+    fn node(&self, fh: u64) -> Option<Arc<Node>> {
+        self.handles.read().unwrap_or_else(|e| e.into_inner()).get(&fh).cloned()
+    }
+
+    /// A read of `size` bytes at `offset` of open file `fh`, clamped to the volume's size.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<DataIo, i32> {
+        let node = self.node(fh).ok_or(libc::EBADF)?;
+        let end = node.size();
+        if offset >= end || size == 0 {
+            return Ok(DataIo::Nothing);
+        }
+        let len = u64::from(size).min(end - offset);
+        Ok(DataIo::Io { volume: node.name.clone(), offset, len, fua: false })
+    }
+
+    /// The volume an fsync of open file `fh` flushes (`None`: a snapshot, nothing to do).
+    pub fn fsync(&self, fh: u64) -> Result<Option<Arc<str>>, i32> {
+        let node = self.node(fh).ok_or(libc::EBADF)?;
+        Ok((!node.snapshot).then(|| node.name.clone()))
+    }
+
+    /// A write of `size` bytes at `offset` of open file `fh` (`open_flags` as the file was
+    /// opened: O_DSYNC/O_SYNC make it FUA), clamped to the volume's size; at or past the end
+    /// it is ENOSPC (a volume does not grow by writing).
+    pub fn write(&self, fh: u64, offset: u64, size: u64, open_flags: i32) -> Result<DataIo, i32> {
+        let node = self.node(fh).ok_or(libc::EBADF)?;
+        if node.snapshot || self.read_only {
+            return Err(libc::EROFS);
+        }
+        if size == 0 {
+            return Ok(DataIo::Nothing);
+        }
+        let end = node.size();
+        if offset >= end {
+            return Err(libc::ENOSPC);
+        }
+        let len = size.min(end - offset);
+        Ok(DataIo::Io { volume: node.name.clone(), offset, len, fua: open_flags & libc::O_DSYNC != 0 })
+    }
+}
 type Dirs = Arc<Mutex<HashMap<u64, DirList>>>;
 
 pub struct ArchipFs {
@@ -150,6 +208,7 @@ impl ArchipFs {
         engine: Arc<Engine>,
         meta: Arc<Meta>,
         options: FsOptions,
+        files: &OpenFiles,
         on_destroy: Box<dyn FnOnce() + Send>,
     ) -> ArchipFs {
         ArchipFs {
@@ -157,10 +216,19 @@ impl ArchipFs {
             meta,
             attrs: Attrs { options, mounted_at: SystemTime::now() },
             next_fh: AtomicU64::new(1),
-            handles: Arc::default(),
+            handles: files.handles.clone(),
             dirs: Arc::default(),
             on_destroy: Mutex::new(Some(on_destroy)),
         }
+    }
+
+    /// The open files of a mount with `options`, for `new` and the `/dev/fuse` loop.
+    pub fn open_files(options: &FsOptions) -> OpenFiles {
+        OpenFiles { handles: Arc::default(), read_only: options.read_only }
+    }
+
+    fn files(&self) -> OpenFiles {
+        OpenFiles { handles: self.handles.clone(), read_only: self.read_only() }
     }
 
     fn read_only(&self) -> bool {
@@ -192,6 +260,20 @@ impl ArchipFs {
     }
 }
 
+/// What this filesystem asks of the kernel at INIT.
+pub fn negotiate(config: &mut KernelConfig) {
+    if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
+        tracing::warn!("the kernel lacks {missing:?}: O_DIRECT IO to one file is serialized");
+    }
+    let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+    if let Err(max) = config.set_max_write(MAX_WRITE_BYTES) {
+        tracing::warn!("max_write limited to {max} bytes");
+        let _ = config.set_max_write(max);
+    }
+    let _ = config.set_max_background(MAX_BACKGROUND);
+    let _ = config.set_congestion_threshold(CONGESTION_THRESHOLD);
+}
+
 /// Looks `name` up in `parent` once the listing is fresh enough.
 fn find(worker: &mut Worker, parent: u64, name: &str, after: Instant) -> Result<Option<Arc<Node>>, i32> {
     worker.refresh(Some(after))?;
@@ -200,16 +282,9 @@ fn find(worker: &mut Worker, parent: u64, name: &str, after: Instant) -> Result<
 
 impl Filesystem for ArchipFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
-            tracing::warn!("the kernel lacks {missing:?}: O_DIRECT IO to one file is serialized");
-        }
-        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
-        if let Err(max) = config.set_max_write(MAX_WRITE_BYTES) {
-            tracing::warn!("max_write limited to {max} bytes");
-            let _ = config.set_max_write(max);
-        }
-        let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.set_congestion_threshold(CONGESTION_THRESHOLD);
+        // The kernel's real INIT is negotiated by `devloop::Negotiator`; this one is made
+        // for the session that serves the rest, and its answer is dropped.
+        negotiate(config);
         Ok(())
     }
 
@@ -392,15 +467,13 @@ impl Filesystem for ArchipFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Some(node) = self.handle(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        let end = node.size();
-        if offset >= end || size == 0 {
-            return reply.data(&[]);
+        match self.files().read(fh.0, offset, size) {
+            Ok(DataIo::Io { volume, offset, len, .. }) => {
+                self.engine.read(&volume, offset, len, Reply::Data(reply))
+            }
+            Ok(DataIo::Nothing) => reply.data(&[]),
+            Err(e) => reply.error(Errno::from_i32(e)),
         }
-        let len = u64::from(size).min(end - offset);
-        self.engine.read(&node.name, offset, len, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -416,20 +489,13 @@ impl Filesystem for ArchipFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let node = match self.writable_node(fh) {
-            Ok(node) => node,
-            Err(e) => return reply.error(e),
-        };
-        if data.is_empty() {
-            return reply.written(0);
+        match self.files().write(fh.0, offset, data.len() as u64, flags.0) {
+            Ok(DataIo::Io { volume, offset, len, fua }) => {
+                self.engine.write(&volume, offset, &data[..len as usize], fua, Reply::Written(reply))
+            }
+            Ok(DataIo::Nothing) => reply.written(0),
+            Err(e) => reply.error(Errno::from_i32(e)),
         }
-        let end = node.size();
-        if offset >= end {
-            return reply.error(Errno::ENOSPC);
-        }
-        let len = (data.len() as u64).min(end - offset) as usize;
-        let fua = flags.0 & libc::O_DSYNC != 0;
-        self.engine.write(&node.name, offset, &data[..len], fua, reply);
     }
 
     fn flush(
@@ -445,13 +511,11 @@ impl Filesystem for ArchipFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let Some(node) = self.handle(fh) else {
-            return reply.error(Errno::EBADF);
-        };
-        if node.snapshot {
-            return reply.ok();
+        match self.files().fsync(fh.0) {
+            Ok(Some(volume)) => self.engine.control(Op::Flush, &volume, 0, 0, Reply::Empty(reply)),
+            Ok(None) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e)),
         }
-        self.engine.control(Op::Flush, &node.name, 0, 0, reply);
     }
 
     fn fallocate(
@@ -489,7 +553,7 @@ impl Filesystem for ArchipFs {
         if offset >= end {
             return reply.ok();
         }
-        self.engine.control(op, &node.name, offset, end - offset, reply);
+        self.engine.control(op, &node.name, offset, end - offset, Reply::Empty(reply));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

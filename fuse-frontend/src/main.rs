@@ -9,7 +9,9 @@
 //! The root of the mount lists every volume as a regular file whose size is the volume's;
 //! `snapshots/` lists the snapshots, read-only. Volumes created, removed, resized or renamed
 //! with `vlmc` show up within a second (`tree`). Reads and writes go to vlmcd over the
-//! segment without a thread waiting per request (`engine`); the callbacks are in `fs`.
+//! segment without a thread waiting per request (`engine`); this crate reads `/dev/fuse`
+//! itself so that a write's data is copied once (`devloop`), and passes every other
+//! request to fuser's callbacks in `fs`.
 //!
 //! The process is an xseg peer on two dynamic ports (one for the data path, one for the
 //! blocking metadata calls of `archip-client`). By default it daemonizes and reports to
@@ -18,16 +20,18 @@
 //! closed) and the process exits once the kernel ends the session; a second signal exits at
 //! once. `--unmount` unmounts from outside (refused while busy).
 
+mod devloop;
 mod engine;
 mod fs;
 mod meta;
 mod mount;
 mod tree;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -38,6 +42,7 @@ use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 use xseg::Segment;
 
+use crate::devloop::{DevLoop, Kernel, Negotiator, ToFuser};
 use crate::engine::{Engine, Timing};
 use crate::fs::{ArchipFs, FsOptions};
 use crate::meta::Meta;
@@ -80,7 +85,7 @@ struct Cli {
     #[arg(long = "request-timeout-ms", default_value_t = 120_000, value_name = "MS",
           value_parser = clap::value_parser!(u64).range(1..))]
     request_timeout_ms: u64,
-    /// Threads reading FUSE requests (each submits to vlmcd without waiting, so one keeps
+    /// Threads reading /dev/fuse (each submits to vlmcd without waiting, so one keeps
     /// the kernel's queue drained; a second mostly adds wake-ups: 4 KiB random IO 1.4-1.7x
     /// faster with one on two cores).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -125,10 +130,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Ok((pidfile, start(cli, &mountpoint)?))
     });
     match started {
-        Ok((_pidfile, session)) => {
+        Ok((_pidfile, mounted)) => {
             readiness.ready();
             tracing::info!("serving segment {} at {}", cli.segment, mountpoint.display());
-            serve(session, &mountpoint)
+            serve(mounted, &mountpoint)
         }
         Err(e) => {
             readiness.failed(&format!("{e:#}"));
@@ -137,9 +142,19 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A mount, ready to serve.
+struct Mounted {
+    /// The session that mounted and negotiated with the kernel; dropping it unmounts.
+    kernel_session: Session<Negotiator>,
+    /// fuser's session over the socket pair: every request but reads and writes.
+    fuser_session: Session<ArchipFs>,
+    dev_loop: DevLoop,
+    threads: u32,
+}
+
 /// Joins the segment, checks vlmcd, reads the volume list, starts the completion and
 /// metadata threads and mounts.
-fn start(cli: &Cli, mountpoint: &Path) -> anyhow::Result<Session<ArchipFs>> {
+fn start(cli: &Cli, mountpoint: &Path) -> anyhow::Result<Mounted> {
     let seg = Segment::join(&cli.segment).with_context(|| format!("joining segment {}", cli.segment))?;
     if !seg.port_is_bound(cli.vlmcd_port) {
         bail!("vlmcd is not running (port {} of segment {} is not bound)", cli.vlmcd_port, cli.segment);
@@ -184,7 +199,8 @@ fn start(cli: &Cli, mountpoint: &Path) -> anyhow::Result<Session<ArchipFs>> {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let options = FsOptions { read_only: cli.ro, uid, gid };
-    let fs = ArchipFs::new(engine, meta, options, on_destroy);
+    let files = ArchipFs::open_files(&options);
+    let fs = ArchipFs::new(engine.clone(), meta, options, &files, on_destroy);
     let mut mount_options = vec![
         MountOption::FSName(format!("{}:{}", mount::FSNAME_PREFIX, cli.segment)),
         MountOption::Subtype("archip-fuse".into()),
@@ -199,13 +215,24 @@ fn start(cli: &Cli, mountpoint: &Path) -> anyhow::Result<Session<ArchipFs>> {
     let mut config = Config::default();
     config.mount_options = mount_options;
     config.acl = if cli.allow_other { SessionACL::All } else { SessionACL::Owner };
-    config.n_threads = Some(cli.threads as usize);
-    config.clone_fd = true;
-    Session::new(fs, mountpoint, &config).with_context(|| format!("mounting at {}", mountpoint.display()))
+    let offer = Arc::new(Mutex::new(None));
+    let kernel_session = Session::new(Negotiator { offer: offer.clone() }, mountpoint, &config)
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    let offer = offer.lock().unwrap_or_else(|e| e.into_inner()).take().context("the kernel sent no INIT")?;
+    let dev = kernel_session.as_fd().try_clone_to_owned().context("duplicating /dev/fuse")?;
+    let (to_fuser, fusers_end) = ToFuser::new(&offer).context("connecting to fuser's session")?;
+    let mut fuser_config = Config::default();
+    fuser_config.acl = config.acl;
+    fuser_config.n_threads = Some(1);
+    let fuser_session =
+        Session::from_fd(fs, fusers_end, config.acl, fuser_config).context("starting fuser's session")?;
+    let dev_loop =
+        DevLoop { kernel: Arc::new(Kernel::new(dev)), engine, files, to_fuser: Arc::new(to_fuser) };
+    Ok(Mounted { kernel_session, fuser_session, dev_loop, threads: cli.threads })
 }
 
 /// Serves until the mount goes away. SIGTERM/SIGINT unmount; a second one exits at once.
-fn serve(session: Session<ArchipFs>, mountpoint: &Path) -> anyhow::Result<()> {
+fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("installing the signal handlers")?;
     let target = mountpoint.to_path_buf();
@@ -222,7 +249,36 @@ fn serve(session: Session<ArchipFs>, mountpoint: &Path) -> anyhow::Result<()> {
             }
         }
     })?;
-    session.run().context("serving FUSE requests")?;
+    let Mounted { kernel_session, fuser_session, dev_loop, threads } = mounted;
+    let dev_loop = Arc::new(dev_loop);
+    let fuser_thread = std::thread::Builder::new().name("fuser".into()).spawn(move || fuser_session.run())?;
+    let relay = {
+        let d = dev_loop.clone();
+        std::thread::Builder::new().name("fuse-relay".into()).spawn(move || d.to_fuser.relay(&d.kernel))?
+    };
+    let readers = (1..threads)
+        .map(|i| {
+            let d = dev_loop.clone();
+            std::thread::Builder::new().name(format!("fuse-dev-{i}")).spawn(move || d.run())
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let read = dev_loop.run();
+    for reader in readers {
+        if let Ok(Err(e)) = reader.join() {
+            tracing::error!("reading /dev/fuse: {e}");
+        }
+    }
+    // The mount is gone: fuser's session ends, running `ArchipFs::destroy` (which drains
+    // the data path and stops its threads); then the relay.
+    if let Err(e) = dev_loop.to_fuser.destroy() {
+        tracing::debug!("ending fuser's session: {e}");
+    }
+    let served = fuser_thread.join().map_err(|_| anyhow::anyhow!("fuser's session panicked"))?;
+    dev_loop.to_fuser.shut_down();
+    let _ = relay.join();
+    drop(kernel_session);
+    read.context("reading /dev/fuse")?;
+    served.context("serving FUSE requests")?;
     tracing::info!("{} unmounted; exiting", mountpoint.display());
     Ok(())
 }

@@ -188,7 +188,15 @@ fn random_io_across_object_boundaries_reads_back() {
     random_io(Mounted::start("rand", &[]));
 }
 
-/// Segment buffers smaller than the kernel's 1 MiB requests: each is split in pieces.
+/// Three threads read /dev/fuse (all on one file: answers must go to the file a request
+/// was read from).
+#[test]
+fn random_io_with_three_reader_threads() {
+    random_io(Mounted::start("threads", &["--threads", "3"]));
+}
+
+/// Segment buffers smaller than the kernel's 1 MiB requests: each is split in pieces (and
+/// requests are read into a private buffer, then copied).
 #[test]
 fn random_io_with_requests_larger_than_a_segment_buffer() {
     let mut options = StackOptions::default();
