@@ -319,28 +319,33 @@ impl Engine {
             self.enqueue_unsent(Unsent { flight, payload, since: now });
             return;
         }
-        let filled = (|| {
-            let spec = &flight.spec;
-            let edit = self.port.edit(&mut req);
-            edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
-            edit.set_target(spec.volume.as_bytes())?;
-            self.port.truncate_data(&mut req, spec.window())
-        })();
+        let filled = self
+            .fill(&mut req, &flight.spec)
+            .and_then(|()| self.port.truncate_data(&mut req, flight.spec.window()));
         match filled {
             Ok(()) => self.launch(req, flight),
             Err(e) => {
                 self.port.put_request(req);
-                log_request(
-                    true,
-                    format_args!(
-                        "{} {}: cannot build the request: {e}",
-                        flight.spec.op.name(),
-                        flight.spec.volume
-                    ),
-                );
-                self.finish(flight, Err(e.errno()), &[]);
+                self.unbuildable(flight, e);
             }
         }
+    }
+
+    /// Sets a request's fields from `spec`.
+    fn fill(&self, req: &mut Request, spec: &Spec) -> xseg::Result<()> {
+        let edit = self.port.edit(req);
+        edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
+        edit.set_target(spec.volume.as_bytes())?;
+        Ok(())
+    }
+
+    /// Fails a request that cannot be built (not for want of resources).
+    fn unbuildable(&self, flight: Flight, e: xseg::Error) {
+        log_request(
+            true,
+            format_args!("{} {}: cannot build the request: {e}", flight.spec.op.name(), flight.spec.volume),
+        );
+        self.finish(flight, Err(e.errno()), &[]);
     }
 
     /// FLUSH, DISCARD or WRITE_ZEROES of a range (no data window).
@@ -406,17 +411,7 @@ impl Engine {
             Err(e) if e.is_transient() => {
                 self.enqueue_unsent(Unsent { flight, payload: payload.to_vec(), since: Instant::now() })
             }
-            Err(e) => {
-                log_request(
-                    true,
-                    format_args!(
-                        "{} {}: cannot build the request: {e}",
-                        flight.spec.op.name(),
-                        flight.spec.volume
-                    ),
-                );
-                self.finish(flight, Err(e.errno()), &[]);
-            }
+            Err(e) => self.unbuildable(flight, e),
         }
     }
 
@@ -429,9 +424,7 @@ impl Engine {
     /// Takes a request descriptor (and buffer) and fills it in.
     fn build(&self, spec: &Spec, payload: &[u8]) -> xseg::Result<Request> {
         self.port.prepare_request(spec.window(), |req| {
-            let edit = self.port.edit(req);
-            edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
-            edit.set_target(spec.volume.as_bytes())?;
+            self.fill(req, spec)?;
             if !payload.is_empty() {
                 self.port.data_mut(req)?[..payload.len()].copy_from_slice(payload);
             }
