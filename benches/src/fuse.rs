@@ -33,8 +33,11 @@
 //! machine is shared: a burst of load then hits both) and the medians are compared; then a
 //! verifying pass (`verify=crc32c` at that depth). Target (SPEC §8): ≥ 0.7× `rados bench`.
 //! Each round also runs fio's librados engine on objects laid out as the volume's (see
-//! `rados::fio_layout`): a diagnostic ceiling for the same IO pattern.
-//! Needs root, `fio`, `fusermount3` and `ceph-mon ceph-osd ceph-common`.
+//! `rados::fio_layout`): a diagnostic ceiling for the same IO pattern. Then the SPEC's
+//! second anchor: Ceph's own `rbd-fuse` serving an RBD image of the volume's size in the same
+//! pool, and archip-fuse again, both at QD32 (as the SPEC measured rbd-fuse) on data written
+//! afresh; target ≥ 3× rbd-fuse. Both paths get the verifying pass.
+//! Needs root, `fio`, `fusermount3` and `ceph-mon ceph-osd ceph-common rbd-fuse`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -624,6 +627,23 @@ fn median(values: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The depth of the rbd-fuse comparison (SPEC §8 measured rbd-fuse at QD32).
+const RBD_FUSE_DEPTH: u32 = 32;
+
+/// One round of `--store rados`.
+struct Round {
+    /// archip-fuse at `--rados-in-flight`, and the anchors at that depth.
+    randread: f64,
+    randwrite: f64,
+    anchor: RadosBench,
+    layout: LayoutBench,
+    /// archip-fuse and rbd-fuse at `RBD_FUSE_DEPTH`.
+    read_deep: f64,
+    write_deep: f64,
+    rbd_read: f64,
+    rbd_write: f64,
+}
+
 fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
     for tool in ["fio", "fusermount3"] {
         ensure!(have(tool), "{tool} is missing (apt-get install fio fuse3)");
@@ -648,10 +668,18 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
     ensure!(stack.binary_of(Role::Blocker) == "archip-radosd", "the stack's blocker is not archip-radosd");
     stack.client().create("bench", size, &CreateOptions::default()).context("creating the volume")?;
     let bench_namespace = format!("{namespace}-rados-bench");
-    let mut rounds = Vec::new();
-    let (verify_ok, verify_note) = {
+    let mut rounds: Vec<Round> = Vec::new();
+    let ((verify_ok, verify_note), (rbd_verify_ok, rbd_verify_note)) = {
         let archip = archip_fuse(&stack, args.fuse_threads)?;
         let file = archip.mnt.join("bench");
+        let rbd_fuse = crate::rados::RbdFuse::start(
+            cluster,
+            test_cluster::POOL,
+            &format!("{namespace}-rbd"),
+            size,
+            &stack.dir,
+        )?;
+        let rbd_file = rbd_fuse.file();
         for round in 1..=args.rounds {
             // Every round starts from freshly written objects, as rados bench's does: the
             // memstore OSD keeps an object as a list of the pieces written into it, so the
@@ -667,9 +695,32 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
             let prefix = format!("{namespace}-layout-{round}");
             let layout =
                 crate::rados::fio_layout(cluster, test_cluster::POOL, &prefix, size >> 22, seconds, depth)?;
-            rounds.push((randread, randwrite, anchor, layout));
+            // Ceph's own FUSE client, then archip-fuse again, at the depth the SPEC measured
+            // rbd-fuse at, each on data written afresh.
+            eprintln!("round {round}/{}: rbd-fuse and archip-fuse at QD{RBD_FUSE_DEPTH}", args.rounds);
+            fill(&rbd_file, size).context("filling the rbd-fuse image")?;
+            let rbd = |rw| random_iops(&rbd_file, size, rw, RBD_FUSE_DEPTH, seconds);
+            let (rbd_read, rbd_write) = (
+                rbd("randread").context("rbd-fuse randread")?,
+                rbd("randwrite").context("rbd-fuse randwrite")?,
+            );
+            fill(&file, size)?;
+            let ours = |rw| random_iops(&file, size, rw, RBD_FUSE_DEPTH, seconds);
+            let (read_deep, write_deep) =
+                (ours("randread").context("fuse randread")?, ours("randwrite").context("fuse randwrite")?);
+            rounds.push(Round {
+                randread,
+                randwrite,
+                anchor,
+                layout,
+                read_deep,
+                write_deep,
+                rbd_read,
+                rbd_write,
+            });
         }
-        verify(&file, args.verify_mib.min(size_mib), depth)
+        let verify_mib = args.verify_mib.min(size_mib);
+        (verify(&file, verify_mib, depth), verify(&rbd_file, verify_mib, RBD_FUSE_DEPTH))
     };
     // Leave nothing in the memstore OSD's RAM (the cluster may serve other runs).
     if let Err(e) = stack.client().remove("bench") {
@@ -677,15 +728,20 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
     }
     drop(stack);
 
-    type Round = (f64, f64, RadosBench, LayoutBench);
     let medians = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
-    let (randread, randwrite) = (medians(|r| r.0), medians(|r| r.1));
-    let anchor =
-        RadosBench { write_iops: medians(|r| r.2.write_iops), randread_iops: medians(|r| r.2.randread_iops) };
-    let layout = LayoutBench {
-        randread_iops: medians(|r| r.3.randread_iops),
-        randwrite_iops: medians(|r| r.3.randwrite_iops),
+    let (randread, randwrite) = (medians(|r| r.randread), medians(|r| r.randwrite));
+    let anchor = RadosBench {
+        write_iops: medians(|r| r.anchor.write_iops),
+        randread_iops: medians(|r| r.anchor.randread_iops),
     };
+    let layout = LayoutBench {
+        randread_iops: medians(|r| r.layout.randread_iops),
+        randwrite_iops: medians(|r| r.layout.randwrite_iops),
+    };
+    let (read_deep, write_deep) = (medians(|r| r.read_deep), medians(|r| r.write_deep));
+    let (rbd_read, rbd_write) = (medians(|r| r.rbd_read), medians(|r| r.rbd_write));
+    let (rbd_read_ratio, rbd_write_ratio) = (ratio(read_deep, rbd_read), ratio(write_deep, rbd_write));
+    let rbd_verified = verify_ok && rbd_verify_ok;
 
     let read_ratio = ratio(randread, anchor.randread_iops);
     let write_ratio = ratio(randwrite, anchor.write_iops);
@@ -694,17 +750,26 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         test_cluster::POOL,
         args.rounds
     );
-    for (i, (read, write, bench, layout)) in rounds.iter().enumerate() {
+    for (i, r) in rounds.iter().enumerate() {
         println!(
-            "round {}: archip-fuse read {read:.0} write {write:.0}; rados bench rand {:.0} write {:.0} ({:.2}x / {:.2}x); \
-             librados on the volume's layout read {:.0} write {:.0}",
+            "round {}: archip-fuse read {:.0} write {:.0}; rados bench rand {:.0} write {:.0} ({:.2}x / {:.2}x); \
+             librados on the volume's layout read {:.0} write {:.0}; QD{RBD_FUSE_DEPTH}: archip-fuse read {:.0} \
+             write {:.0}, rbd-fuse read {:.0} write {:.0} ({:.2}x / {:.2}x)",
             i + 1,
-            bench.randread_iops,
-            bench.write_iops,
-            ratio(*read, bench.randread_iops),
-            ratio(*write, bench.write_iops),
-            layout.randread_iops,
-            layout.randwrite_iops
+            r.randread,
+            r.randwrite,
+            r.anchor.randread_iops,
+            r.anchor.write_iops,
+            ratio(r.randread, r.anchor.randread_iops),
+            ratio(r.randwrite, r.anchor.write_iops),
+            r.layout.randread_iops,
+            r.layout.randwrite_iops,
+            r.read_deep,
+            r.write_deep,
+            r.rbd_read,
+            r.rbd_write,
+            ratio(r.read_deep, r.rbd_read),
+            ratio(r.write_deep, r.rbd_write),
         );
     }
     println!("{:<34} {:>12} {:>12}  verify (crc32c, QD{depth})", "path", "randread", "randwrite");
@@ -724,6 +789,20 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         "{:<34} {:>12.0} {:>12.0}",
         "fio librados, the volume's layout", layout.randread_iops, layout.randwrite_iops
     );
+    println!(
+        "{:<34} {:>12.0} {:>12.0}  {}: {verify_note}",
+        format!("archip-fuse at QD{RBD_FUSE_DEPTH}"),
+        read_deep,
+        write_deep,
+        if verify_ok { "ok" } else { "FAILED" }
+    );
+    println!(
+        "{:<34} {:>12.0} {:>12.0}  {}: {rbd_verify_note}",
+        format!("rbd-fuse at QD{RBD_FUSE_DEPTH}"),
+        rbd_read,
+        rbd_write,
+        if rbd_verify_ok { "ok" } else { "FAILED" }
+    );
     let (layout_read, layout_write) =
         (ratio(randread, layout.randread_iops), ratio(randwrite, layout.randwrite_iops));
     println!(
@@ -734,6 +813,12 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         "archip-fuse / rados bench: randread {read_ratio:.2}x ({}), randwrite {write_ratio:.2}x ({}) (target >= 0.7)",
         met(read_ratio),
         met(write_ratio)
+    );
+    let met3 = |r: f64| if rbd_verified && r >= 3.0 { "met" } else { "missed" };
+    println!(
+        "archip-fuse / rbd-fuse at QD{RBD_FUSE_DEPTH}: randread {rbd_read_ratio:.2}x ({}), randwrite {rbd_write_ratio:.2}x ({}) (target >= 3)",
+        met3(rbd_read_ratio),
+        met3(rbd_write_ratio)
     );
     let round = |x: f64| x.round();
     let rows = [
@@ -755,8 +840,55 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
             target: ">= 0.7",
             met: verify_ok && write_ratio >= 0.7,
         },
+        TargetRow {
+            figure: "FUSE on RADOS 4 KiB random read, QD32 (vs rbd-fuse)",
+            unit: "IOPS",
+            ours: round(read_deep),
+            anchor: round(rbd_read),
+            ratio: rbd_read_ratio,
+            target: ">= 3",
+            met: rbd_verified && rbd_read_ratio >= 3.0,
+        },
+        TargetRow {
+            figure: "FUSE on RADOS 4 KiB random write, QD32 (vs rbd-fuse)",
+            unit: "IOPS",
+            ours: round(write_deep),
+            anchor: round(rbd_write),
+            ratio: rbd_write_ratio,
+            target: ">= 3",
+            met: rbd_verified && rbd_write_ratio >= 3.0,
+        },
     ];
-    Ok(json!({
+    let per_round = rounds
+        .iter()
+        .map(|r| {
+            json!({
+                "fuse_rados_randread_iops": r.randread.round(),
+                "fuse_rados_randwrite_iops": r.randwrite.round(),
+                "rados_bench_randread_iops": r.anchor.randread_iops.round(),
+                "rados_bench_write_iops": r.anchor.write_iops.round(),
+                "librados_layout_randread_iops": r.layout.randread_iops.round(),
+                "librados_layout_randwrite_iops": r.layout.randwrite_iops.round(),
+                "fuse_rados_qd32_randread_iops": r.read_deep.round(),
+                "fuse_rados_qd32_randwrite_iops": r.write_deep.round(),
+                "rbd_fuse_randread_iops": r.rbd_read.round(),
+                "rbd_fuse_randwrite_iops": r.rbd_write.round(),
+            })
+        })
+        .collect::<Vec<_>>();
+    let rbd_fuse = json!({
+        "rbd_fuse_depth": RBD_FUSE_DEPTH,
+        "fuse_rados_qd32_randread_iops": round(read_deep),
+        "fuse_rados_qd32_randwrite_iops": round(write_deep),
+        "rbd_fuse_randread_iops": round(rbd_read),
+        "rbd_fuse_randwrite_iops": round(rbd_write),
+        "fuse_rados_vs_rbd_fuse_randread": rbd_read_ratio,
+        "fuse_rados_vs_rbd_fuse_randwrite": rbd_write_ratio,
+        "rbd_fuse_verify_ok": rbd_verify_ok,
+        "rbd_fuse_verify_note": rbd_verify_note,
+        "target_3_of_rbd_fuse": rbd_verified && rbd_read_ratio >= 3.0 && rbd_write_ratio >= 3.0,
+    });
+    let mut report = json!({
         "benchmark": "fuse",
         "store": "rados",
         "size_mib": size_mib,
@@ -777,14 +909,11 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         "fuse_rados_verify_ok": verify_ok,
         "fuse_rados_verify_note": verify_note,
         "target_07_of_rados_bench": verify_ok && read_ratio >= 0.7 && write_ratio >= 0.7,
-        "per_round": rounds.iter().map(|(read, write, bench, layout)| json!({
-            "fuse_rados_randread_iops": read.round(),
-            "fuse_rados_randwrite_iops": write.round(),
-            "rados_bench_randread_iops": bench.randread_iops.round(),
-            "rados_bench_write_iops": bench.write_iops.round(),
-            "librados_layout_randread_iops": layout.randread_iops.round(),
-            "librados_layout_randwrite_iops": layout.randwrite_iops.round(),
-        })).collect::<Vec<_>>(),
+        "per_round": per_round,
         "targets": targets(&rows),
-    }))
+    });
+    if let (Some(report), Value::Object(extra)) = (report.as_object_mut(), rbd_fuse) {
+        report.extend(extra);
+    }
+    Ok(report)
 }

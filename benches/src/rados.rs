@@ -1,9 +1,10 @@
 //! The RADOS side of the benchmarks: the throwaway test cluster (`archip_rados::test_cluster`,
 //! started on first use and stopped by its keeper 10 s after the last user exits) and Ceph's
-//! own `rados bench` on it as the anchor.
+//! own `rados bench` and `rbd-fuse` on it as the anchors.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use archip_rados::test_cluster::{self, TestCluster};
@@ -11,14 +12,15 @@ use archip_rados::test_cluster::{self, TestCluster};
 use crate::support::have;
 
 /// The Ceph tools the RADOS benchmarks need.
-pub const TOOLS: &[&str] = &["ceph-mon", "ceph-osd", "rados", "monmaptool", "ceph-authtool"];
+pub const TOOLS: &[&str] =
+    &["ceph-mon", "ceph-osd", "rados", "monmaptool", "ceph-authtool", "rbd", "rbd-fuse"];
 
 /// Why the RADOS benchmarks cannot run here, if they cannot.
 pub fn missing() -> Option<String> {
     let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !have(t)).collect();
     (!missing.is_empty()).then(|| {
         format!(
-            "{} not found (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common)",
+            "{} not found (apt-get install --no-install-recommends ceph-mon ceph-osd ceph-common rbd-fuse)",
             missing.join(", ")
         )
     })
@@ -140,6 +142,94 @@ pub fn bench(
     let randread_iops = read.expect("measured after a successful write")?;
     cleanup.context("removing rados bench's objects")?;
     Ok(RadosBench { write_iops, randread_iops })
+}
+
+/// Ceph's own FUSE client, `rbd-fuse`, serving one RBD image of `size` bytes made for it in
+/// the pool: the SPEC's second RADOS anchor (Ceph's block image through FUSE on the same
+/// cluster). Dropping it unmounts, stops rbd-fuse and removes the image.
+pub struct RbdFuse {
+    conf: PathBuf,
+    pool: String,
+    image: String,
+    mnt: PathBuf,
+    child: Option<Child>,
+}
+
+fn rbd(conf: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .context("running rbd (package ceph-common)")?;
+    ensure!(
+        out.status.success(),
+        "rbd {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl RbdFuse {
+    pub fn start(
+        cluster: &TestCluster,
+        pool: &str,
+        image: &str,
+        size: u64,
+        dir: &Path,
+    ) -> anyhow::Result<RbdFuse> {
+        let conf = cluster.conf.clone();
+        rbd(&conf, &["create", "--size", &format!("{}M", size >> 20), &format!("{pool}/{image}")])?;
+        let mnt = dir.join("rbd-fuse-mnt");
+        let mut rbd_fuse =
+            RbdFuse { conf, pool: pool.into(), image: image.into(), mnt: mnt.clone(), child: None };
+        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        let log = std::fs::File::create(dir.join("rbd-fuse.log"))?;
+        let child = Command::new("rbd-fuse")
+            .arg("-c")
+            .arg(&rbd_fuse.conf)
+            .args(["-p", pool, "-r", image, "-f"])
+            .arg(&mnt)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting rbd-fuse (package rbd-fuse)")?;
+        rbd_fuse.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(rbd_fuse.file()).map(|m| m.len()).unwrap_or(0) != size {
+            let exited = rbd_fuse.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("rbd-fuse.log")).unwrap_or_default();
+                bail!("rbd-fuse did not serve {} ({exited:?}): {}", rbd_fuse.file().display(), log.trim());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(rbd_fuse)
+    }
+
+    /// The image as a file under the mount.
+    pub fn file(&self) -> PathBuf {
+        self.mnt.join(&self.image)
+    }
+}
+
+impl Drop for RbdFuse {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.mnt).status();
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = rbd(&self.conf, &["rm", "--no-progress", &format!("{}/{}", self.pool, self.image)]) {
+            eprintln!("removing the rbd-fuse benchmark's image: {e:#}");
+        }
+    }
 }
 
 /// What fio's librados engine measured with a volume's object layout.
