@@ -4,27 +4,14 @@
 //! the test executable (`target/<profile>/`).
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The directory of the workspace's binaries: the test executable is `target/<profile>/deps/x`.
-pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
-}
-
-/// A workspace binary; fails the test if it was not built.
-pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace; tests/run-all does it)",
-        path.display()
-    );
-    path
-}
+// Not every test crate that includes this file uses both.
+#[allow(unused_imports)]
+pub use archip_testkit::{bin_dir, binary as bin};
 
 /// Every binary the host stack tests need.
 pub fn check_binaries() {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archip_proto::{decode_extents, ports};
-use xseg::{flags, Op, Port, Segment, SegmentConfig};
+use archip_testkit::Scratch;
+use xseg::{flags, Op, Port, SegmentConfig};
 
 const MAPPERD: &str = env!("CARGO_BIN_EXE_archip-mapperd");
 const BLOCK: u64 = 64 << 10;
@@ -24,17 +25,21 @@ fn sibling(binary: &str) -> PathBuf {
     path
 }
 
+/// One host: a segment and folder of its own (`Scratch`), filed, and one mapper or more.
 struct Host {
-    name: String,
-    seg: Arc<Segment>,
-    dir: PathBuf,
+    scratch: Scratch,
     pids: Vec<i32>,
+}
+
+impl std::ops::Deref for Host {
+    type Target = Scratch;
+    fn deref(&self) -> &Scratch {
+        &self.scratch
+    }
 }
 
 impl Host {
     fn new(tag: &str) -> Host {
-        let name = format!("mapperd-{}-{tag}", std::process::id());
-        let _ = Segment::destroy(&name);
         let config = SegmentConfig {
             nr_ports: 64,
             dynamic_port_start: 16,
@@ -43,52 +48,24 @@ impl Host {
             buffer_bytes: 1 << 20,
             queue_capacity: 128,
         };
-        let seg = Segment::create(&name, &config).unwrap();
-        let dir = std::env::temp_dir().join(&name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut host = Host { name, seg, dir, pids: Vec::new() };
-        host.daemon(
+        let mut host = Host { scratch: Scratch::new("mapperd", tag, &config), pids: Vec::new() };
+        let store = host.dir.join("store");
+        let store = store.to_str().unwrap().to_string();
+        host.start_daemon(
             &sibling("archip-filed"),
             "filed",
-            &["--portno-start", "3", "--portno-end", "4", "--threads", "4", "--dir"],
-            Some("store"),
+            &["--portno-start", "3", "--portno-end", "4", "--threads", "4", "--dir", &store],
+            None,
         );
         host.mapper(ports::MAPPERD, "hostA");
         host
     }
 
-    fn daemon(&mut self, binary: &Path, tag: &str, args: &[&str], dir_arg: Option<&str>) {
-        self.daemon_env(binary, tag, args, dir_arg, None)
-    }
-
-    fn daemon_env(
-        &mut self,
-        binary: &Path,
-        tag: &str,
-        args: &[&str],
-        dir_arg: Option<&str>,
-        failpoints: Option<&str>,
-    ) {
-        let pidfile = self.dir.join(format!("{tag}.pid"));
-        let log = self.dir.join(format!("{tag}.log"));
-        let mut cmd = Command::new(binary);
-        match failpoints {
-            Some(f) => cmd.env("FAILPOINTS", f),
-            None => cmd.env_remove("FAILPOINTS"),
-        };
-        cmd.args(["--segment", &self.name, "--daemonize"])
-            .arg("--pidfile")
-            .arg(&pidfile)
-            .arg("--log-file")
-            .arg(&log);
-        cmd.args(args);
-        if let Some(d) = dir_arg {
-            cmd.arg(self.dir.join(d));
-        }
-        let out = cmd.output().unwrap();
+    fn start_daemon(&mut self, binary: &Path, tag: &str, args: &[&str], failpoints: Option<&str>) {
+        let out = self.scratch.daemon(binary, tag, args, failpoints);
         assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
-        self.pids.push(std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap());
+        let pid = self.scratch.pid(tag);
+        self.pids.push(pid);
     }
 
     fn mapper(&mut self, port: u32, host_id: &str) {
@@ -114,7 +91,7 @@ impl Host {
             "3000",
         ];
         args.extend_from_slice(extra);
-        self.daemon_env(Path::new(MAPPERD), &format!("mapperd-{host_id}"), &args, None, failpoints);
+        self.start_daemon(Path::new(MAPPERD), &format!("mapperd-{host_id}"), &args, failpoints);
     }
 
     /// Stops the daemon with this pid (SIGTERM, or SIGKILL) and waits for it to go.
@@ -136,21 +113,11 @@ impl Drop for Host {
             // SAFETY: kill(2) of daemons this test started.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
-        let _ = Segment::destroy(&self.name);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 fn wait_gone(pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "pid {pid} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(archip_testkit::wait_gone(pid, Duration::from_secs(30)), "pid {pid} did not exit");
 }
 
 /// One request: (errno, serviced, answer bytes). One argument per request field.
@@ -587,8 +554,9 @@ fn blocker_killed_during_copy_on_write() {
     host.stop(filed, libc::SIGKILL);
     let at_kill = progress.load(std::sync::atomic::Ordering::SeqCst);
     assert!(at_kill < 64, "the blocker died in the middle of the stream ({at_kill} of 64 written)");
-    let store_args = ["--portno-start", "3", "--portno-end", "4", "--threads", "4", "--dir"];
-    host.daemon(&sibling("archip-filed"), "filed2", &store_args, Some("store"));
+    let store = host.dir.join("store").to_str().unwrap().to_string();
+    let store_args = ["--portno-start", "3", "--portno-end", "4", "--threads", "4", "--dir", &store];
+    host.start_daemon(&sibling("archip-filed"), "filed2", &store_args, None);
     let expected = writer.join().unwrap();
     assert_eq!(read(&c, "vol", 0, 4 << 20).unwrap(), expected);
     assert_eq!(read(&c, "snap", 0, 4 << 20).unwrap(), pattern(7, 4 << 20));

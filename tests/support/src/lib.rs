@@ -9,8 +9,8 @@
 //! The daemons are found next to the running executable (`target/<profile>/`, or its
 //! parent when the executable is a test under `deps/`): build the workspace first.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,91 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A segment small enough for a test that starts one or two daemons by hand (64 KiB
+/// buffers; set `buffer_bytes` for more).
+pub const SMALL_SEGMENT: SegmentConfig = SegmentConfig {
+    nr_ports: 32,
+    dynamic_port_start: 8,
+    nr_requests: 256,
+    nr_buffers: 16,
+    buffer_bytes: 64 << 10,
+    queue_capacity: 64,
+};
+
+/// A segment and a scratch folder of a test's own, for tests that start one daemon or two
+/// by hand (`Stack` starts whole host stacks). Dropping it kills the daemons it started
+/// (SIGKILL) and removes the segment and the folder.
+pub struct Scratch {
+    pub name: String,
+    pub seg: Arc<Segment>,
+    pub dir: PathBuf,
+    labels: std::sync::Mutex<Vec<String>>,
+}
+
+impl Scratch {
+    /// A fresh segment `<prefix>-<pid>-<tag>` of `config` and a folder of that name under
+    /// the temporary directory.
+    pub fn new(prefix: &str, tag: &str, config: &SegmentConfig) -> Scratch {
+        let name = format!("{prefix}-{}-{tag}", std::process::id());
+        let _ = Segment::destroy(&name);
+        let seg = Segment::create(&name, config).expect("creating the test segment");
+        let dir = std::env::temp_dir().join(&name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the scratch folder");
+        Scratch { name, seg, dir, labels: Default::default() }
+    }
+
+    /// Starts `binary` as a daemon on this segment (`--daemonize`, pidfile and log in the
+    /// folder as `<label>.pid` and `<label>.log`) with `args` after those; `failpoints` is its
+    /// `FAILPOINTS` (unset otherwise). Returns the parent's output: it exits once the daemon
+    /// serves or has failed to start.
+    pub fn daemon(&self, binary: &Path, label: &str, args: &[&str], failpoints: Option<&str>) -> Output {
+        let mut cmd = Command::new(binary);
+        match failpoints {
+            Some(f) => cmd.env("FAILPOINTS", f),
+            None => cmd.env_remove("FAILPOINTS"),
+        };
+        cmd.args(["--segment", &self.name, "--daemonize", "--pidfile"])
+            .arg(self.pidfile(label))
+            .arg("--log-file")
+            .arg(self.dir.join(format!("{label}.log")))
+            .args(args);
+        self.labels.lock().unwrap_or_else(|e| e.into_inner()).push(label.to_string());
+        cmd.output().expect("running the daemon's binary")
+    }
+
+    pub fn pidfile(&self, label: &str) -> PathBuf {
+        self.dir.join(format!("{label}.pid"))
+    }
+
+    /// The pid in `<label>.pid` (the daemon must be running).
+    pub fn pid(&self, label: &str) -> i32 {
+        let text = std::fs::read_to_string(self.pidfile(label)).expect("reading the pidfile");
+        text.trim().parse().expect("a pid in the pidfile")
+    }
+
+    /// `<label>.log`, or "" before there is one.
+    pub fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{label}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let labels = std::mem::take(self.labels.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for label in &labels {
+            if let Some(pid) =
+                std::fs::read_to_string(self.pidfile(label)).ok().and_then(|t| t.trim().parse().ok())
+            {
+                // SAFETY: kill(2) of a daemon this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = Segment::destroy(&self.name);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
