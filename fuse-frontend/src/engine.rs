@@ -232,6 +232,9 @@ impl Engine {
     pub fn new(seg: &Arc<Segment>, vlmcd: u32, timing: Timing) -> xseg::Result<Engine> {
         let port = seg.bind_dynamic_port()?;
         let g = *seg.geometry();
+        // Never hold more than half of the segment's buffers: the other half is for vlmcd's
+        // map lookups and the mapper's reads, which the requests holding ours wait on.
+        port.limit_buffers(g.nr_buffers / 2);
         let slots = (0..g.nr_requests).map(|_| Mutex::new(None)).collect();
         Ok(Engine {
             port,

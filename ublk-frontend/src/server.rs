@@ -264,8 +264,15 @@ fn serve_inner(opts: &ServeOpts, reporter: &Arc<Mutex<Reporter>>) -> anyhow::Res
         }
         None => (-1, UblkFlags::UBLK_DEV_F_ADD_DEV),
     };
+    // The device's queues together hold at most half of the segment's buffers: the rest is
+    // for vlmcd's map lookups and the mapper's reads, which the queues' requests wait on.
+    let per_queue = seg.geometry().nr_buffers / 2 / u32::from(opts.queues.max(1));
     let ports = (0..opts.queues)
-        .map(|_| seg.bind_dynamic_port().context("binding a port in the segment"))
+        .map(|_| {
+            let port = seg.bind_dynamic_port().context("binding a port in the segment")?;
+            port.limit_buffers(per_queue);
+            Ok(port)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ctrl = UblkCtrlBuilder::default()
         .name(TARGET_NAME)

@@ -63,6 +63,10 @@ pub struct Port {
     /// keeps descriptors hot in this core's cache instead of walking the whole pool.
     recent: [std::sync::atomic::AtomicU32; RECENT_HINTS],
     recent_next: std::sync::atomic::AtomicUsize,
+    /// Data buffers held by requests this port took (process-private), and the most it may
+    /// hold (`limit_buffers`; `u32::MAX`: no limit of its own).
+    buffers_held: std::sync::atomic::AtomicU32,
+    buffer_limit: std::sync::atomic::AtomicU32,
 }
 
 const RECENT_HINTS: usize = 64;
@@ -136,6 +140,8 @@ impl Segment {
                     signal: FutexSignal::new(default_spin()),
                     recent: std::array::from_fn(|_| std::sync::atomic::AtomicU32::new(NO_HINT)),
                     recent_next: std::sync::atomic::AtomicUsize::new(0),
+                    buffers_held: std::sync::atomic::AtomicU32::new(0),
+                    buffer_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
                 })
             }
             Err(PORT_RECOVERING) => {
@@ -566,10 +572,13 @@ impl Port {
         r.dst_port.store(NO_PORT, Ordering::Relaxed);
         r.buffer_index.store(NO_BUFFER, Ordering::Relaxed);
         if data_len > 0 {
-            let Some(buffer) = self.seg.claim_buffer(index) else {
+            let over_limit =
+                self.buffers_held.load(Ordering::Relaxed) >= self.buffer_limit.load(Ordering::Relaxed);
+            let Some(buffer) = (!over_limit).then(|| self.seg.claim_buffer(index)).flatten() else {
                 self.put_request(Request { index });
                 return Err(Error::NoFreeBuffer);
             };
+            self.buffers_held.fetch_add(1, Ordering::Relaxed);
             r.buffer_index.store(buffer, Ordering::Relaxed);
             r.data_offset.store(self.seg.buffer_offset(buffer), Ordering::Relaxed);
             r.data_len.store(data_len, Ordering::Relaxed);
@@ -579,6 +588,10 @@ impl Port {
 
     /// Returns a request to the pool (with its buffer).
     pub fn put_request(&self, req: Request) {
+        let had_buffer = self.seg.request_desc(req.index).buffer_index.load(Ordering::Relaxed) != NO_BUFFER;
+        if had_buffer {
+            self.buffers_held.fetch_sub(1, Ordering::Relaxed);
+        }
         let word = req_word(self.no, REQ_HELD);
         let freed = self.seg.free_request_if(req.index, word);
         debug_assert!(freed, "put_request of a request this port does not hold");
@@ -595,6 +608,20 @@ impl Port {
             let index = slot.swap(NO_HINT, Ordering::Relaxed);
             (index != NO_HINT && self.seg.claim_request_at(index, self.no)).then_some(index)
         })
+    }
+
+    /// Holds at most `max` data buffers at once: `get_request` with a window fails with
+    /// `NoFreeBuffer` (transient) beyond it. A frontend sets this so that its own requests
+    /// never take the buffers the peers behind it need to serve them (vlmcd asking the
+    /// mapper, the mapper reading a map): with every buffer held by writes waiting on a map
+    /// lookup, nothing would move until timeouts fail them.
+    pub fn limit_buffers(&self, max: u32) {
+        self.buffer_limit.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Data buffers held by requests of this port (taken with `get_request`, not yet put).
+    pub fn buffers_held(&self) -> u32 {
+        self.buffers_held.load(Ordering::Relaxed)
     }
 
     pub fn view<'a>(&'a self, req: &impl Held) -> RequestView<'a> {
@@ -645,8 +672,11 @@ impl Port {
         {
             return Err(Error::WindowOutOfRange { offset, len });
         }
-        self.seg.release_buffer_of(sub.index);
         let s = self.seg.request_desc(sub.index);
+        if s.buffer_index.load(Ordering::Relaxed) != NO_BUFFER {
+            self.buffers_held.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.seg.release_buffer_of(sub.index);
         s.data_offset.store(p_offset + offset, Ordering::Relaxed);
         s.data_len.store(len, Ordering::Relaxed);
         Ok(())

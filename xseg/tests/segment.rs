@@ -672,3 +672,35 @@ fn an_abandoned_recovery_is_taken_over() {
     assert!(matches!(t.seg.recover_port(port), Err(Error::PortRecovering { .. })));
     assert!(matches!(t.seg.bind_port(port), Err(Error::PortRecovering { .. })));
 }
+
+/// `limit_buffers` caps the data buffers one port holds: beyond it a request with a window
+/// fails as transient (and takes nothing), one without a window is still given; putting a
+/// request back, or sharing another's window, frees its place.
+#[test]
+fn a_port_holds_no_more_buffers_than_its_limit() {
+    let t = TestSegment::new("buflimit", small());
+    let port = t.seg.bind_dynamic_port().unwrap();
+    port.limit_buffers(2);
+    let a = port.get_request(4096).unwrap();
+    let b = port.get_request(4096).unwrap();
+    assert_eq!(port.buffers_held(), 2);
+    let e = port.get_request(4096).unwrap_err();
+    assert!(matches!(e, xseg::Error::NoFreeBuffer) && e.is_transient(), "{e:?}");
+    let other = t.seg.bind_dynamic_port().unwrap();
+    let unlimited = other.get_request(4096).expect("another port is not limited by this one's limit");
+    other.put_request(unlimited);
+    let mut no_window = port.get_request(0).expect("a request without a window needs no buffer");
+    assert_eq!(port.buffers_held(), 2);
+    port.put_request(a);
+    assert_eq!(port.buffers_held(), 1);
+    let mut c = port.get_request(4096).unwrap();
+    assert_eq!(port.buffers_held(), 2);
+    port.share_window(&mut c, &b, 0, 100).unwrap();
+    assert_eq!(port.buffers_held(), 1, "a request sharing another's window gave its own buffer back");
+    port.share_window(&mut no_window, &b, 0, 100).unwrap();
+    assert_eq!(port.buffers_held(), 1);
+    for r in [b, c, no_window] {
+        port.put_request(r);
+    }
+    assert_eq!(port.buffers_held(), 0);
+}

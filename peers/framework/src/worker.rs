@@ -39,6 +39,14 @@ pub trait Peer: Send + Sync + 'static {
     fn poll(&self, _io: &PeerIo<'_>) -> Option<Duration> {
         None
     }
+
+    /// The most data buffers each of the peer's ports may hold, given the segment's count
+    /// (`Port::limit_buffers`); `None`: no limit of its own. A peer that asks others for
+    /// help while serving (vlmcd asks the mapper) limits itself, so that the peers it waits
+    /// on always find buffers.
+    fn buffer_limit(&self, _nr_buffers: u32) -> Option<u32> {
+        None
+    }
 }
 
 /// How often an idle worker wakes up to call [`Peer::on_idle`] and check for stop.
@@ -156,6 +164,9 @@ fn start<P: Peer>(
     let mut bound = Vec::new();
     for no in ports {
         let port = seg.bind_port_recovering(no).with_context(|| format!("binding port {no}"))?;
+        if let Some(limit) = peer.buffer_limit(seg.geometry().nr_buffers) {
+            port.limit_buffers(limit);
+        }
         bound.push(Arc::new(port));
     }
     let stop = Arc::new(AtomicBool::new(false));

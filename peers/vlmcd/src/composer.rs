@@ -914,6 +914,13 @@ impl Peer for Composer {
         true
     }
 
+    /// A quarter of the segment's buffers for map lookups (their answers need a window):
+    /// frontends hold at most half, so the mapper, which vlmcd waits on, always finds the
+    /// last quarter for reading and writing maps.
+    fn buffer_limit(&self, nr_buffers: u32) -> Option<u32> {
+        Some(nr_buffers / 4)
+    }
+
     fn poll(&self, io: &PeerIo<'_>) -> Option<Duration> {
         let due = self.next_due_ns.load(Ordering::Acquire);
         if due == u64::MAX {
