@@ -168,8 +168,11 @@ pub struct Kernel {
 static DEV_LOG: archip_peer::Throttle = archip_peer::Throttle::new(1000);
 
 impl Kernel {
-    pub fn new(dev: OwnedFd) -> Kernel {
-        Kernel { dev }
+    /// The kernel end of a mount: `dev` is made non-blocking for reading (`DevLoop::run`).
+    pub fn new(dev: OwnedFd) -> io::Result<Kernel> {
+        use std::os::fd::AsFd;
+        set_nonblocking(dev.as_fd())?;
+        Ok(Kernel { dev })
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
@@ -336,6 +339,26 @@ pub struct DevLoop {
     pub to_fuser: Arc<ToFuser>,
 }
 
+/// Sleeps until `/dev/fuse` has a request to read (or the mount is gone: the next read
+/// says so).
+fn wait_readable(dev: BorrowedFd<'_>) {
+    let mut pfd = libc::pollfd { fd: dev.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll reads and writes the one pollfd it is given. EINTR only ends the wait.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
+}
+
+/// Makes reads of `/dev/fuse` return EAGAIN instead of sleeping, so a reader sleeps in
+/// `wait_readable` without a segment buffer.
+pub fn set_nonblocking(dev: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor this process owns; F_GETFL/F_SETFL touch no memory.
+    let flags = unsafe { libc::fcntl(dev.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(dev.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `readv` of one request into `head` and `body`.
 fn read_request(dev: BorrowedFd<'_>, head: &mut [u8; HEAD], body: &mut [u8]) -> Result<usize, i32> {
     let iov = [
@@ -371,8 +394,17 @@ impl DevLoop {
             };
             let n = match read {
                 Ok(n) => n,
+                // Nothing to read: never sleep holding a segment buffer (with the segment
+                // short of buffers, the requests queued for one would wait on this one).
+                Err(libc::EAGAIN) => {
+                    if let Some(req) = spare.take() {
+                        self.engine.return_spare(req);
+                    }
+                    wait_readable(self.kernel.fd());
+                    continue;
+                }
                 // Interrupted before we read it, or a signal: read the next one.
-                Err(libc::ENOENT | libc::EINTR | libc::EAGAIN) => continue,
+                Err(libc::ENOENT | libc::EINTR) => continue,
                 Err(libc::ENODEV) => break Ok(()),
                 Err(e) => break Err(io::Error::from_raw_os_error(e)),
             };
@@ -541,7 +573,7 @@ mod tests {
         assert_eq!(n as usize, IN_HEADER + INIT_IN);
         // Answers: the made INIT's is dropped, a kernel request's passes, in order.
         let (kernel_end, test_end) = socket_pair().unwrap();
-        let kernel = Kernel::new(kernel_end);
+        let kernel = Kernel::new(kernel_end).unwrap();
         for unique in [MADE_INIT, 2] {
             let answer = out_header(unique, 0, 0);
             // SAFETY: send of a live buffer.

@@ -226,8 +226,8 @@ fn start(cli: &Cli, mountpoint: &Path) -> anyhow::Result<Mounted> {
     fuser_config.n_threads = Some(1);
     let fuser_session =
         Session::from_fd(fs, fusers_end, config.acl, fuser_config).context("starting fuser's session")?;
-    let dev_loop =
-        DevLoop { kernel: Arc::new(Kernel::new(dev)), engine, files, to_fuser: Arc::new(to_fuser) };
+    let kernel = Kernel::new(dev).context("setting up /dev/fuse")?;
+    let dev_loop = DevLoop { kernel: Arc::new(kernel), engine, files, to_fuser: Arc::new(to_fuser) };
     Ok(Mounted { kernel_session, fuser_session, dev_loop, threads: cli.threads })
 }
 

@@ -55,28 +55,26 @@ fn fuse_mounts_at(path: &Path) -> usize {
 }
 
 /// A stack with archip-fuse mounted at `<stack dir>/mnt`.
-struct Mounted {
+/// One archip-fuse mount of a stack, unmounted (and its daemon gone) on drop.
+struct Mount {
     mnt: PathBuf,
     pid: i32,
-    stack: Stack,
+    log: PathBuf,
 }
 
-impl Mounted {
-    fn start(tag: &str, extra: &[&str]) -> Mounted {
-        Mounted::with_options(tag, StackOptions::default(), extra)
-    }
-
-    fn with_options(tag: &str, options: StackOptions, extra: &[&str]) -> Mounted {
-        require_fuse();
-        let stack = Stack::start(tag, options);
-        let mnt = stack.dir.join("mnt");
+impl Mount {
+    /// Mounts the stack's volumes at `<stack dir>/<name>`.
+    fn start(stack: &Stack, name: &str, extra: &[&str]) -> Mount {
+        let mnt = stack.dir.join(name);
         std::fs::create_dir_all(&mnt).unwrap();
-        let pidfile = stack.dir.join("fuse.pid");
+        let pidfile = stack.dir.join(format!("{name}.pid"));
+        let log =
+            stack.dir.join(if name == "mnt" { "fuse.log".to_string() } else { format!("fuse-{name}.log") });
         let out = archip_fuse()
             .arg(&mnt)
             .args(["--segment", &stack.name, "--log-level", "info"])
             .arg("--log-file")
-            .arg(stack.dir.join("fuse.log"))
+            .arg(&log)
             .arg("--pidfile")
             .arg(&pidfile)
             .args(extra)
@@ -85,23 +83,15 @@ impl Mounted {
         assert!(out.status.success(), "archip-fuse did not start: {}", text(&out));
         let pid = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         assert_eq!(fuse_mounts_at(&mnt), 1, "mounted once at {}", mnt.display());
-        Mounted { mnt, pid, stack }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mnt.join(name)
-    }
-
-    fn create(&self, name: &str, size: u64) {
-        self.stack.client().create(name, size, &small_blocks()).unwrap();
+        Mount { mnt, pid, log }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.stack.dir.join("fuse.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-impl Drop for Mounted {
+impl Drop for Mount {
     fn drop(&mut self) {
         let out = archip_fuse().arg("--unmount").arg(&self.mnt).output();
         if !out.as_ref().is_ok_and(|o| o.status.success()) {
@@ -116,8 +106,41 @@ impl Drop for Mounted {
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
         if std::thread::panicking() {
-            eprintln!("--- archip-fuse log ---\n{}", self.log());
+            eprintln!("--- archip-fuse log ({}) ---\n{}", self.mnt.display(), self.log());
         }
+    }
+}
+
+/// A stack and an archip-fuse mount of it (the mount goes first on drop).
+struct Mounted {
+    mount: Mount,
+    stack: Stack,
+}
+
+impl std::ops::Deref for Mounted {
+    type Target = Mount;
+    fn deref(&self) -> &Mount {
+        &self.mount
+    }
+}
+
+impl Mounted {
+    fn start(tag: &str, extra: &[&str]) -> Mounted {
+        Mounted::with_options(tag, StackOptions::default(), extra)
+    }
+
+    fn with_options(tag: &str, options: StackOptions, extra: &[&str]) -> Mounted {
+        require_fuse();
+        let stack = Stack::start(tag, options);
+        Mounted { mount: Mount::start(&stack, "mnt", extra), stack }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    fn create(&self, name: &str, size: u64) {
+        self.stack.client().create(name, size, &small_blocks()).unwrap();
     }
 }
 
@@ -238,6 +261,55 @@ fn concurrent_writes_with_few_segment_buffers() {
                 &format!("writer {w} piece {piece}"),
                 &got,
                 &pattern(100 * w + 10 + piece, MIB as usize),
+            );
+        }
+    }
+}
+
+/// Two frontends whose limits together cover every buffer of the segment: the peers behind
+/// them keep a few back (vlmcd for map lookups, the mapper for map reads and writes), so
+/// both mounts' writes to fresh blocks still complete.
+#[test]
+fn two_mounts_that_could_take_every_buffer_both_finish() {
+    let mut options = StackOptions::default();
+    options.segment.nr_buffers = 16;
+    let m = Mounted::with_options("twomounts", options, &[]);
+    let second = Mount::start(&m.stack, "mnt2", &[]);
+    // Ten writers per mount: more 1 MiB writes in flight than the two limits' 16 buffers.
+    const WRITERS: u64 = 20;
+    let size = WRITERS / 2 * 4 * MIB;
+    m.create("v1", size);
+    m.create("v2", size);
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let mnt = if w % 2 == 0 { m.mnt.clone() } else { second.mnt.clone() };
+            let path = mnt.join(if w % 2 == 0 { "v1" } else { "v2" });
+            std::thread::spawn(move || {
+                let d = open_direct(&path, true);
+                let mut storage = Vec::new();
+                // Writer w owns a 4 MiB quarter of its volume and writes it in 1 MiB pieces.
+                for piece in 0..4u64 {
+                    let offset = (w / 2) * 4 * MIB + piece * MIB;
+                    let buf = aligned(&mut storage, MIB as usize);
+                    buf.copy_from_slice(&pattern(10 * w + piece, MIB as usize));
+                    assert_eq!(d.write_at(buf, offset).unwrap(), MIB as usize);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for w in 0..WRITERS {
+        let volume = if w % 2 == 0 { "v1" } else { "v2" };
+        let mut got = vec![0u8; 4 * MIB as usize];
+        m.stack.client().read(volume, (w / 2) * 4 * MIB, &mut got).unwrap();
+        for piece in 0..4u64 {
+            let at = (piece * MIB) as usize;
+            assert_same(
+                &format!("writer {w} piece {piece}"),
+                &got[at..at + MIB as usize],
+                &pattern(10 * w + piece, MIB as usize),
             );
         }
     }

@@ -67,6 +67,10 @@ pub struct Port {
     /// hold (`limit_buffers`; `u32::MAX`: no limit of its own).
     buffers_held: std::sync::atomic::AtomicU32,
     buffer_limit: std::sync::atomic::AtomicU32,
+    /// Requests with a buffer kept back (held, off the pool) for when the segment has no
+    /// free request or buffer (`keep_spares`), and how many to keep.
+    spares: std::sync::Mutex<Vec<u32>>,
+    spares_wanted: std::sync::atomic::AtomicU32,
 }
 
 const RECENT_HINTS: usize = 64;
@@ -142,6 +146,8 @@ impl Segment {
                     recent_next: std::sync::atomic::AtomicUsize::new(0),
                     buffers_held: std::sync::atomic::AtomicU32::new(0),
                     buffer_limit: std::sync::atomic::AtomicU32::new(u32::MAX),
+                    spares: std::sync::Mutex::new(Vec::new()),
+                    spares_wanted: std::sync::atomic::AtomicU32::new(0),
                 })
             }
             Err(PORT_RECOVERING) => {
@@ -557,26 +563,23 @@ impl Port {
         }
         let Some(index) = self.claim_recent().or_else(|| self.seg.claim_request(self.no)) else {
             desc.requests_owned.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::NoFreeRequest);
+            return self.take_spare(data_len).ok_or(Error::NoFreeRequest);
         };
         let r = self.seg.request_desc(index);
-        r.owner_generation.store(self.generation, Ordering::Relaxed);
-        r.serial.fetch_add(1, Ordering::Relaxed);
-        for field in [&r.op, &r.flags, &r.error, &r.target_len] {
-            field.store(0, Ordering::Relaxed);
-        }
-        for field in [&r.offset, &r.size, &r.serviced, &r.data_offset, &r.data_len, &r.user_data] {
-            field.store(0, Ordering::Relaxed);
-        }
-        r.src_port.store(self.no, Ordering::Relaxed);
-        r.dst_port.store(NO_PORT, Ordering::Relaxed);
+        self.reset(r);
         r.buffer_index.store(NO_BUFFER, Ordering::Relaxed);
+        r.data_offset.store(0, Ordering::Relaxed);
         if data_len > 0 {
             let over_limit =
                 self.buffers_held.load(Ordering::Relaxed) >= self.buffer_limit.load(Ordering::Relaxed);
-            let Some(buffer) = (!over_limit).then(|| self.seg.claim_buffer(index)).flatten() else {
+            if over_limit {
+                // The spares count in the limit already: handing one out adds nothing.
                 self.put_request(Request { index });
-                return Err(Error::NoFreeBuffer);
+                return self.take_spare(data_len).ok_or(Error::NoFreeBuffer);
+            }
+            let Some(buffer) = self.seg.claim_buffer(index) else {
+                self.put_request(Request { index });
+                return self.take_spare(data_len).ok_or(Error::NoFreeBuffer);
             };
             self.buffers_held.fetch_add(1, Ordering::Relaxed);
             r.buffer_index.store(buffer, Ordering::Relaxed);
@@ -586,10 +589,69 @@ impl Port {
         Ok(Request { index })
     }
 
-    /// Returns a request to the pool (with its buffer).
+    /// Sets a held request's fields as a fresh one's (all but its buffer).
+    fn reset(&self, r: &RequestDesc) {
+        r.owner_generation.store(self.generation, Ordering::Relaxed);
+        r.serial.fetch_add(1, Ordering::Relaxed);
+        for field in [&r.op, &r.flags, &r.error, &r.target_len] {
+            field.store(0, Ordering::Relaxed);
+        }
+        for field in [&r.offset, &r.size, &r.serviced, &r.data_len, &r.user_data] {
+            field.store(0, Ordering::Relaxed);
+        }
+        r.src_port.store(self.no, Ordering::Relaxed);
+        r.dst_port.store(NO_PORT, Ordering::Relaxed);
+    }
+
+    /// A kept-back request (`keep_spares`) as a fresh one with a `data_len` window, when the
+    /// pool has none to give.
+    fn take_spare(&self, data_len: u64) -> Option<Request> {
+        if self.spares_wanted.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let index = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+        let r = self.seg.request_desc(index);
+        self.reset(r);
+        r.data_offset
+            .store(self.seg.buffer_offset(r.buffer_index.load(Ordering::Relaxed)), Ordering::Relaxed);
+        r.data_len.store(data_len, Ordering::Relaxed);
+        Some(Request { index })
+    }
+
+    /// Keeps `n` requests with a whole buffer each back from the pool for this port: when the
+    /// segment has no request or buffer free, `get_request` hands out one of these, and
+    /// `put_request` keeps a request with a buffer while fewer than `n` are kept. A peer
+    /// whose answers wait on its own calls to another peer (vlmcd's map lookups, the
+    /// mapper's map reads) keeps a few, so it moves on however many buffers the frontends
+    /// hold. Returns how many it could take now (the rest are kept as requests come back).
+    pub fn keep_spares(&self, n: u32) -> u32 {
+        self.spares_wanted.store(0, Ordering::Relaxed);
+        let buffer_bytes = self.seg.geometry().buffer_bytes;
+        let mut taken = Vec::new();
+        while (taken.len() as u32) < n {
+            match self.get_request(buffer_bytes) {
+                Ok(req) => taken.push(req.index),
+                Err(_) => break,
+            }
+        }
+        let got = taken.len() as u32;
+        self.spares.lock().unwrap_or_else(|e| e.into_inner()).extend(taken);
+        self.spares_wanted.store(n, Ordering::Relaxed);
+        got
+    }
+
+    /// Returns a request to the pool (with its buffer), or keeps it as a spare.
     pub fn put_request(&self, req: Request) {
         let had_buffer = self.seg.request_desc(req.index).buffer_index.load(Ordering::Relaxed) != NO_BUFFER;
         if had_buffer {
+            let wanted = self.spares_wanted.load(Ordering::Relaxed) as usize;
+            if wanted > 0 {
+                let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                if spares.len() < wanted {
+                    spares.push(req.index);
+                    return;
+                }
+            }
             self.buffers_held.fetch_sub(1, Ordering::Relaxed);
         }
         let word = req_word(self.no, REQ_HELD);

@@ -263,9 +263,9 @@ impl Segment {
                 requests_rejected: desc.requests_rejected.load(Ordering::Relaxed),
             });
         }
-        let requests_in_flight = (0..g.nr_requests)
-            .filter(|&i| self.request_desc(i).state.load(Ordering::Relaxed) != REQ_FREE)
-            .count() as u32;
+        let states = (0..g.nr_requests).map(|i| self.request_desc(i).state.load(Ordering::Relaxed));
+        let requests_in_flight = states.clone().filter(|&w| w != REQ_FREE).count() as u32;
+        let requests_held = states.filter(|&w| w != REQ_FREE && req_state(w) == REQ_HELD).count() as u32;
         let buffers_in_use = (0..g.nr_buffers)
             .filter(|&b| self.buffer_desc(b).owner_request.load(Ordering::Relaxed) != 0)
             .count() as u32;
@@ -274,6 +274,7 @@ impl Segment {
             geometry: g,
             ports,
             requests_in_flight,
+            requests_held,
             buffers_in_use,
         }
     }
@@ -301,6 +302,9 @@ pub struct SegmentReport {
     pub geometry: Geometry,
     /// Ports that are bound, or have queued work or history.
     pub ports: Vec<PortReport>,
+    /// Taken from the pool and not yet put back (held, queued, being served or answered).
     pub requests_in_flight: u32,
+    /// Of those, held by their owner (being filled in, or kept back as spares), in no queue.
+    pub requests_held: u32,
     pub buffers_in_use: u32,
 }

@@ -704,3 +704,35 @@ fn a_port_holds_no_more_buffers_than_its_limit() {
     }
     assert_eq!(port.buffers_held(), 0);
 }
+
+/// `keep_spares` holds requests with buffers back from the pool: when the pool has none,
+/// `get_request` hands one out (with the window asked, its fields fresh), and
+/// `put_request` keeps it again rather than freeing it.
+#[test]
+fn kept_spares_serve_when_the_pool_is_empty() {
+    let config = SegmentConfig { nr_buffers: 4, ..small() };
+    let t = TestSegment::new("spares", config);
+    let port = t.seg.bind_dynamic_port().unwrap();
+    assert_eq!(port.keep_spares(1), 1);
+    let hog = t.seg.bind_dynamic_port().unwrap();
+    let held: Vec<_> = (0..3).map(|_| hog.get_request(4096).unwrap()).collect();
+    assert!(matches!(hog.get_request(4096), Err(xseg::Error::NoFreeBuffer)), "the pool is empty");
+    let mut spare = port.get_request(100).expect("the spare serves");
+    assert_eq!(port.view(&spare).data_len(), 100);
+    assert_eq!(port.view(&spare).op_raw(), 0, "fields are fresh");
+    port.edit(&mut spare).set_op(xseg::Op::Write).set_offset(7);
+    assert!(matches!(port.get_request(100), Err(xseg::Error::NoFreeBuffer)), "one spare only");
+    port.put_request(spare);
+    let again = port.get_request(4096).expect("the spare was kept, not freed");
+    assert_eq!((port.view(&again).op_raw(), port.view(&again).offset()), (0, 0));
+    port.put_request(again);
+    for r in held {
+        hog.put_request(r);
+    }
+    assert_eq!(port.buffers_held(), 1, "the spare stays kept");
+    // A port at its buffer limit because of its spares still gets the spares.
+    port.limit_buffers(1);
+    let spare = port.get_request(4096).expect("a spare is within the limit it counts in");
+    assert!(matches!(port.get_request(4096), Err(xseg::Error::NoFreeBuffer)), "and nothing more");
+    port.put_request(spare);
+}

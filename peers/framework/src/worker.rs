@@ -47,6 +47,14 @@ pub trait Peer: Send + Sync + 'static {
     fn buffer_limit(&self, _nr_buffers: u32) -> Option<u32> {
         None
     }
+
+    /// Requests with a buffer each of the peer's ports keeps back for when the segment has
+    /// none free (`Port::keep_spares`), given the segment's count of buffers. A peer whose
+    /// answers wait on its own calls to another peer keeps a few, so that it moves on
+    /// however many buffers the frontends hold.
+    fn spare_requests(&self, _nr_buffers: u32) -> u32 {
+        0
+    }
 }
 
 /// How often an idle worker wakes up to call [`Peer::on_idle`] and check for stop.
@@ -164,8 +172,13 @@ fn start<P: Peer>(
     let mut bound = Vec::new();
     for no in ports {
         let port = seg.bind_port_recovering(no).with_context(|| format!("binding port {no}"))?;
-        if let Some(limit) = peer.buffer_limit(seg.geometry().nr_buffers) {
+        let nr_buffers = seg.geometry().nr_buffers;
+        if let Some(limit) = peer.buffer_limit(nr_buffers) {
             port.limit_buffers(limit);
+        }
+        let spares = peer.spare_requests(nr_buffers);
+        if spares > 0 && port.keep_spares(spares) < spares {
+            tracing::warn!(port = no, spares, "the segment has fewer free buffers than this peer keeps back");
         }
         bound.push(Arc::new(port));
     }

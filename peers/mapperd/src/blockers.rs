@@ -66,10 +66,16 @@ impl Blockers {
         let pooled = self.pool.lock().expect("poisoned").pop();
         let port = match pooled {
             Some(port) => port,
-            None => self
-                .seg
-                .bind_dynamic_port()
-                .map_err(|e| storage(Op::Ping, "-", e.errno(), format!("binding a port: {e}")))?,
+            None => {
+                let port = self
+                    .seg
+                    .bind_dynamic_port()
+                    .map_err(|e| storage(Op::Ping, "-", e.errno(), format!("binding a port: {e}")))?;
+                // One call at a time per port: one buffer kept back lets it read or write a
+                // map however many buffers the frontends hold.
+                port.keep_spares(1);
+                port
+            }
         };
         let result = f(&port);
         self.pool.lock().expect("poisoned").push(port);

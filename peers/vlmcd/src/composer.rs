@@ -921,6 +921,12 @@ impl Peer for Composer {
         Some(nr_buffers / 4)
     }
 
+    /// One buffer in 64 (at least one) kept back for map lookups: with several frontends
+    /// holding every free buffer, lookups still go out, writes complete and free theirs.
+    fn spare_requests(&self, nr_buffers: u32) -> u32 {
+        (nr_buffers / 64).max(1)
+    }
+
     fn poll(&self, io: &PeerIo<'_>) -> Option<Duration> {
         let due = self.next_due_ns.load(Ordering::Acquire);
         if due == u64::MAX {
