@@ -266,7 +266,12 @@ fn serve_inner(opts: &ServeOpts, reporter: &Arc<Mutex<Reporter>>) -> anyhow::Res
     };
     // The device's queues together hold at most half of the segment's buffers: the rest is
     // for vlmcd's map lookups and the mapper's reads, which the queues' requests wait on.
-    let per_queue = seg.geometry().nr_buffers / 2 / u32::from(opts.queues.max(1));
+    // But each queue may fill its depth up to a quarter of them: many queues would
+    // otherwise get a few each (progress does not depend on it: vlmcd and the mapper keep
+    // spares).
+    let nr_buffers = seg.geometry().nr_buffers;
+    let per_queue =
+        (nr_buffers / 2 / u32::from(opts.queues.max(1))).max(u32::from(opts.depth).min(nr_buffers / 4));
     let ports = (0..opts.queues)
         .map(|_| {
             let port = seg.bind_dynamic_port().context("binding a port in the segment")?;
