@@ -62,6 +62,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The data window offered for an INFO answer (at most the segment's buffer size).
+/// How long a request waits for the segment to free a descriptor or buffer before looking again.
+const RESOURCE_WAIT: Duration = Duration::from_millis(1);
 const INFO_WINDOW: u64 = 16 << 10;
 /// The data window offered for a LIST page (at most the segment's buffer size).
 const LIST_WINDOW: u64 = 1 << 20;
@@ -515,17 +517,31 @@ impl Client {
     // ---- plumbing ----
 
     /// Takes a request with a data window of `window` bytes (`payload` copied to its start)
-    /// and fills it in per `spec`.
-    fn request(&self, spec: &Spec<'_>, window: u64, payload: &[u8]) -> Result<Request> {
-        self.port.prepare_request(window.max(payload.len() as u64), |req| -> Result<()> {
-            let edit = self.port.edit(req);
-            edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
-            edit.set_target(spec.target.as_bytes())?;
-            if !payload.is_empty() {
-                self.port.data_mut(req)?[..payload.len()].copy_from_slice(payload);
+    /// and fills it in per `spec`. While the segment is out of requests or buffers (a busy
+    /// host's frontends may hold most of them), it files the replies that came meanwhile —
+    /// some may be ours, holding buffers — and tries again, up to the client's timeout.
+    fn request(&mut self, spec: &Spec<'_>, window: u64, payload: &[u8]) -> Result<Request> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let built = self.port.prepare_request(window.max(payload.len() as u64), |req| -> Result<()> {
+                let edit = self.port.edit(req);
+                edit.set_op(spec.op).set_offset(spec.offset).set_size(spec.size).set_flags(spec.flags);
+                edit.set_target(spec.target.as_bytes())?;
+                if !payload.is_empty() {
+                    self.port.data_mut(req)?[..payload.len()].copy_from_slice(payload);
+                }
+                Ok(())
+            });
+            match built {
+                Err(ClientError::Segment(e)) if e.is_transient() && Instant::now() < deadline => {
+                    while let Some(reply) = self.port.receive() {
+                        self.dispatch(reply);
+                    }
+                    self.port.wait_reply(RESOURCE_WAIT);
+                }
+                other => return other,
             }
-            Ok(())
-        })
+        }
     }
 
     /// One round trip of a request whose window is exactly `payload`; returns `serviced`.

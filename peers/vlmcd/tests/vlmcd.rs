@@ -459,6 +459,42 @@ fn pipelined_io_with_32_in_flight() {
     assert_same(&done[1].data, &reference[..10], "small read");
 }
 
+/// A client whose segment has no buffer free waits (filing its replies meanwhile) and goes
+/// on once one is freed, instead of failing: on a busy host the frontends may hold most of
+/// the buffers for a moment.
+#[test]
+fn a_client_waits_for_a_free_buffer() {
+    let host = start("nobuffer", options(&[]));
+    let mut client = host.client();
+    client.create("vol", 4 * BLOCK, &SMALL_BLOCKS).unwrap();
+    client.write("vol", 0, &pattern(1, BLOCK as usize), false).unwrap();
+    // Someone holds every free buffer for a while.
+    let hog = host.seg.bind_dynamic_port().unwrap();
+    let mut held = Vec::new();
+    while let Ok(r) = hog.get_request(BUFFER) {
+        held.push(r);
+    }
+    assert!(!held.is_empty());
+    let (tx, rx) = mpsc::channel();
+    let releaser = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        for r in held {
+            hog.put_request(r);
+        }
+    });
+    tx.send(()).unwrap();
+    let started = Instant::now();
+    client.write("vol", BLOCK, &pattern(2, BLOCK as usize), false).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200), "it waited: {:?}", started.elapsed());
+    releaser.join().unwrap();
+    assert_same(
+        &read_all(&mut client, "vol", 2 * BLOCK)[BLOCK as usize..],
+        &pattern(2, BLOCK as usize),
+        "written",
+    );
+}
+
 #[test]
 fn a_restarted_vlmcd_fails_back_what_it_had_and_serves_again() {
     let mut host = start("vlmcd-restart", options(&[]));
