@@ -713,6 +713,8 @@ pub struct Status {
     /// Clients holding dynamic ports (what makes the stack "in use").
     pub clients: Vec<ClientPort>,
     pub requests_in_flight: Option<u32>,
+    /// Of those, held by their owners in no queue (vlmcd and the mapper keep a few spares).
+    pub requests_held: Option<u32>,
     pub buffers_in_use: Option<u32>,
     /// The FUSE mount (`[fuse] mountpoint`); `null` without one.
     pub fuse: Option<FuseStatus>,
@@ -765,6 +767,7 @@ pub fn status(cfg: &Config) -> Status {
         home: cfg.host.home.clone(),
         clients: report.as_ref().map(|r| clients(r, &pids)).unwrap_or_default(),
         requests_in_flight: report.as_ref().map(|r| r.requests_in_flight),
+        requests_held: report.as_ref().map(|r| r.requests_held),
         buffers_in_use: report.as_ref().map(|r| r.buffers_in_use),
         peers,
     }
@@ -800,8 +803,10 @@ pub fn print_status(s: &Status) {
             p.queue_depth
         );
     }
-    if let (Some(r), Some(b)) = (s.requests_in_flight, s.buffers_in_use) {
-        println!("  requests in flight {r}, buffers in use {b}");
+    if let (Some(r), Some(h), Some(b)) = (s.requests_in_flight, s.requests_held, s.buffers_in_use) {
+        println!(
+            "  requests in flight {r} (held by their owners, spares among them: {h}), buffers in use {b}"
+        );
     }
     if let Some(f) = &s.fuse {
         let pid = f.pid.map_or("-".to_string(), |p| p.to_string());

@@ -105,7 +105,11 @@ pub struct Report {
     pub nr_buffers: u32,
     pub buffer_bytes: u64,
     pub queue_capacity: u32,
+    /// Taken from the pool and not yet put back.
     pub requests_in_flight: u32,
+    /// Of those, held by their owners (being filled in, or kept back as spares: vlmcd and
+    /// the mapper keep a few with buffers), in no queue.
+    pub requests_held: u32,
     pub buffers_in_use: u32,
     /// Ports that are bound, or have queued work or history.
     pub ports: Vec<PortEntry>,
@@ -147,6 +151,7 @@ pub fn report(seg: &Segment) -> Report {
         buffer_bytes: g.buffer_bytes,
         queue_capacity: g.queue_capacity,
         requests_in_flight: r.requests_in_flight,
+        requests_held: r.requests_held,
         buffers_in_use: r.buffers_in_use,
         ports: r
             .ports
@@ -176,7 +181,10 @@ fn print_report(r: &Report) {
         "  {} ports ({} static), {} requests, {} buffers of {} bytes, rings of {}",
         r.nr_ports, r.dynamic_port_start, r.nr_requests, r.nr_buffers, r.buffer_bytes, r.queue_capacity
     );
-    println!("  requests in flight {}, buffers in use {}", r.requests_in_flight, r.buffers_in_use);
+    println!(
+        "  requests in flight {} (held by their owners, spares among them: {}), buffers in use {}",
+        r.requests_in_flight, r.requests_held, r.buffers_in_use
+    );
     println!(
         "  {:>5} {:<7} {:>8} {:<6} {:<16} {:>6} {:>6} {:>6} {:>10} {:>10} {:>8} {:>8}",
         "PORT",

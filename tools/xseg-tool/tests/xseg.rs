@@ -28,6 +28,7 @@ fn create_report_destroy() {
     assert_eq!(r["segment"], h.segment.as_str());
     assert_eq!(r["nr_ports"], 64);
     assert_eq!(r["requests_in_flight"], 1);
+    assert_eq!(r["requests_held"], 1, "held by port 7, in no queue");
     assert_eq!(r["buffers_in_use"], 1);
     let ports = r["ports"].as_array().unwrap();
     let p7 = ports.iter().find(|p| p["port"] == 7).expect("port 7 is reported");
@@ -41,7 +42,10 @@ fn create_report_destroy() {
     let pd = ports.iter().find(|p| p["port"] == dynamic.number()).unwrap();
     assert_eq!(pd["dynamic"], true);
     let text = h.xseg(&["report"]).ok().to_string();
-    assert!(text.contains("requests in flight 1, buffers in use 1"), "{text}");
+    assert!(
+        text.contains("requests in flight 1 (held by their owners, spares among them: 1), buffers in use 1"),
+        "{text}"
+    );
 
     // recoverport refuses a live owner.
     h.xseg(&["recoverport", "7"]).fails(1, "alive: refusing to recover it");
