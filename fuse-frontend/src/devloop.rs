@@ -180,12 +180,18 @@ impl Kernel {
         self.dev.as_fd()
     }
 
-    /// Writes one answer made of `parts`.
+    /// Writes one answer made of at most two `parts` (a header and a payload), with no
+    /// allocation: this is every read's and write's answer.
     fn write(&self, parts: &[&[u8]]) {
-        let iov: Vec<libc::iovec> =
-            parts.iter().map(|p| libc::iovec { iov_base: p.as_ptr() as *mut _, iov_len: p.len() }).collect();
+        debug_assert!(parts.len() <= 2);
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut iov = [empty; 2];
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            *slot = libc::iovec { iov_base: part.as_ptr() as *mut _, iov_len: part.len() };
+        }
+        let count = parts.len().min(2) as i32;
         // SAFETY: writev only reads the buffers `iov` points at, which `parts` keeps alive.
-        let n = unsafe { libc::writev(self.dev.as_raw_fd(), iov.as_ptr(), iov.len() as i32) };
+        let n = unsafe { libc::writev(self.dev.as_raw_fd(), iov.as_ptr(), count) };
         if n < 0 {
             match last_errno() {
                 // The request was interrupted (the kernel no longer waits for it), or the

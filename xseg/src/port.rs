@@ -325,13 +325,27 @@ impl Segment {
     }
 }
 
-/// Doorbells to ring: (segment, port), each once.
-type Doorbells = Vec<(Arc<Segment>, u32)>;
+/// This thread's plugged section: whether one is open, and the doorbells it has yet to
+/// ring, (segment, port) each once. The vector keeps its room between sections, so a
+/// worker's rounds do not allocate.
+struct Plug {
+    active: bool,
+    pending: Vec<(Arc<Segment>, u32)>,
+}
 
 thread_local! {
-    /// The doorbells this thread's current [`plugged`] section has yet to ring. `None`
-    /// outside a section.
-    static PLUG: std::cell::RefCell<Option<Doorbells>> = const { std::cell::RefCell::new(None) };
+    static PLUG: std::cell::RefCell<Plug> =
+        const { std::cell::RefCell::new(Plug { active: false, pending: Vec::new() }) };
+}
+
+/// Rings (and forgets) the doorbells this thread's section has deferred so far.
+fn ring_deferred() {
+    PLUG.with(|p| {
+        // Ringing does not defer (it is not a submit), so the borrow is not re-entered.
+        for (seg, port) in p.borrow_mut().pending.drain(..) {
+            seg.notify_port(port);
+        }
+    });
 }
 
 /// Most distinct doorbells one plugged section defers; past that, doorbells ring at once.
@@ -345,15 +359,7 @@ const PLUG_MAX: usize = 64;
 /// two cores. Work is published at once either way; only the wake-up waits for the end of
 /// the batch. Sections nest (the outermost rings).
 pub fn plugged<R>(f: impl FnOnce() -> R) -> R {
-    let outer = PLUG.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.is_some() {
-            false
-        } else {
-            *p = Some(Vec::new());
-            true
-        }
-    });
+    let outer = PLUG.with(|p| !std::mem::replace(&mut p.borrow_mut().active, true));
     if !outer {
         return f();
     }
@@ -361,10 +367,8 @@ pub fn plugged<R>(f: impl FnOnce() -> R) -> R {
     struct Ring;
     impl Drop for Ring {
         fn drop(&mut self) {
-            let pending = PLUG.with(|p| p.borrow_mut().take()).unwrap_or_default();
-            for (seg, port) in pending {
-                seg.notify_port(port);
-            }
+            ring_deferred();
+            PLUG.with(|p| p.borrow_mut().active = false);
         }
     }
     let _ring = Ring;
@@ -376,10 +380,7 @@ pub fn plugged<R>(f: impl FnOnce() -> R) -> R {
 /// peers it published work to are not left asleep meanwhile; `Port::wait`, `wait_reply`,
 /// `call` and `sleep_for_replies` do it themselves.
 pub fn flush_plug() {
-    let pending = PLUG.with(|p| p.borrow_mut().as_mut().map(std::mem::take)).unwrap_or_default();
-    for (seg, port) in pending {
-        seg.notify_port(port);
-    }
+    ring_deferred();
 }
 
 /// Defers ringing `port`'s doorbell to the end of this thread's plugged section; false when
@@ -387,7 +388,10 @@ pub fn flush_plug() {
 fn defer_doorbell(seg: &Arc<Segment>, port: u32) -> bool {
     PLUG.with(|p| {
         let mut p = p.borrow_mut();
-        let Some(pending) = p.as_mut() else { return false };
+        if !p.active {
+            return false;
+        }
+        let pending = &mut p.pending;
         if pending.iter().any(|(s, q)| *q == port && Arc::ptr_eq(s, seg)) {
             return true;
         }
