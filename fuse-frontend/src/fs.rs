@@ -191,8 +191,8 @@ pub struct ArchipFs {
     meta: Arc<Meta>,
     attrs: Attrs,
     next_fh: AtomicU64,
-    /// Open files.
-    handles: Handles,
+    /// Open files (shared with the `/dev/fuse` loop).
+    files: OpenFiles,
     /// Open directories: the listing each pages through.
     dirs: Dirs,
     /// Run at `destroy` (drain, stop and join the completion and metadata threads).
@@ -216,7 +216,7 @@ impl ArchipFs {
             meta,
             attrs: Attrs { options, mounted_at: SystemTime::now() },
             next_fh: AtomicU64::new(1),
-            handles: files.handles.clone(),
+            files: files.clone(),
             dirs: Arc::default(),
             on_destroy: Mutex::new(Some(on_destroy)),
         }
@@ -225,10 +225,6 @@ impl ArchipFs {
     /// The open files of a mount with `options`, for `new` and the `/dev/fuse` loop.
     pub fn open_files(options: &FsOptions) -> OpenFiles {
         OpenFiles { handles: Arc::default(), read_only: options.read_only }
-    }
-
-    fn files(&self) -> OpenFiles {
-        OpenFiles { handles: self.handles.clone(), read_only: self.read_only() }
     }
 
     fn read_only(&self) -> bool {
@@ -241,7 +237,7 @@ impl ArchipFs {
     }
 
     fn handle(&self, fh: FileHandle) -> Option<Arc<Node>> {
-        self.handles.read().unwrap_or_else(|e| e.into_inner()).get(&fh_of(fh)).cloned()
+        self.files.node(fh_of(fh))
     }
 
     /// Hands `job` to the metadata thread; if it is gone, the dropped reply answers EIO.
@@ -411,7 +407,7 @@ impl Filesystem for ArchipFs {
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let meta = self.meta.clone();
-        let open_files = self.handles.clone();
+        let open_files = self.files.handles.clone();
         // Check with vlmcd that the volume still exists (a cached entry may be up to the TTL
         // old), and take its current size.
         self.later(move |w| {
@@ -451,7 +447,7 @@ impl Filesystem for ArchipFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.write().unwrap_or_else(|e| e.into_inner()).remove(&fh_of(fh));
+        self.files.handles.write().unwrap_or_else(|e| e.into_inner()).remove(&fh_of(fh));
         reply.ok();
     }
 
@@ -467,7 +463,7 @@ impl Filesystem for ArchipFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.files().read(fh.0, offset, size) {
+        match self.files.read(fh.0, offset, size) {
             Ok(DataIo::Io { volume, offset, len, .. }) => {
                 self.engine.read(&volume, offset, len, Reply::Data(reply))
             }
@@ -489,7 +485,7 @@ impl Filesystem for ArchipFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.files().write(fh.0, offset, data.len() as u64, flags.0) {
+        match self.files.write(fh.0, offset, data.len() as u64, flags.0) {
             Ok(DataIo::Io { volume, offset, len, fua }) => {
                 self.engine.write(&volume, offset, &data[..len as usize], fua, Reply::Written(reply))
             }
@@ -511,7 +507,7 @@ impl Filesystem for ArchipFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.files().fsync(fh.0) {
+        match self.files.fsync(fh.0) {
             Ok(Some(volume)) => self.engine.control(Op::Flush, &volume, 0, 0, Reply::Empty(reply)),
             Ok(None) => reply.ok(),
             Err(e) => reply.error(Errno::from_i32(e)),
