@@ -5,7 +5,10 @@
 //!   the server accepts and responds, the client receives and puts it back.
 //! * **uds** — what a naive design would use: 64-byte messages over a Unix stream socket.
 //!
-//! Latency is measured at window 1 (one request in flight), throughput at window 32. Each
+//! Latency is measured at window 1 (one request in flight), throughput at window 32: xseg
+//! in rounds as the peers' workers move requests (`receive_many`, `submit_many`,
+//! `accept_many`, one doorbell per round; the target's figure), and one at a time (for
+//! reference); the Unix socket as one write and one read per request. Each
 //! measurement runs `--rounds` times, alternating the three, and the median is reported.
 //! The far side runs in a child process (`archip-bench ipc-server`), started per
 //! measurement so that a spinning server never steals a core from another measurement.
@@ -95,16 +98,40 @@ pub fn serve(args: &ServerArgs) -> anyhow::Result<()> {
             }
         }
         "xseg" => {
+            // As the peers' workers do: a round takes every request ready (one ring claim),
+            // answers them, and rings the client's doorbell once.
+            let seg = Segment::join(&args.target)?;
+            let port = seg.bind_port(XSEG_SERVER_PORT)?;
+            println!("ready");
+            let mut batch = Vec::with_capacity(WINDOW);
+            loop {
+                while port.accept_many(WINDOW, &mut batch) > 0 {
+                    let mut closing = false;
+                    xseg::plugged(|| {
+                        for req in batch.drain(..) {
+                            closing |= port.view(&req).op() == Some(Op::Close);
+                            port.respond(req, Ok(0));
+                        }
+                    });
+                    if closing {
+                        return Ok(());
+                    }
+                }
+                port.wait(Duration::from_secs(1));
+            }
+        }
+        "xseg-single" => {
+            // One request at a time, each answer ringing the doorbell.
             let seg = Segment::join(&args.target)?;
             let port = seg.bind_port(XSEG_SERVER_PORT)?;
             println!("ready");
             loop {
                 while let Some(req) = port.accept() {
-                    if port.view(&req).op() == Some(Op::Close) {
-                        port.respond(req, Ok(0));
+                    let closing = port.view(&req).op() == Some(Op::Close);
+                    port.respond(req, Ok(0));
+                    if closing {
                         return Ok(());
                     }
-                    port.respond(req, Ok(0));
                 }
                 port.wait(Duration::from_secs(1));
             }
@@ -161,15 +188,18 @@ fn shm_latency(path: &str, iterations: u64) -> anyhow::Result<Vec<u64>> {
 struct XsegClient {
     seg: Arc<Segment>,
     server: Child,
+    batched: bool,
 }
 
 impl XsegClient {
-    fn start(name: &str) -> anyhow::Result<XsegClient> {
+    /// A segment and a server: `batched` takes and answers requests in rounds (as the
+    /// peers do), else one at a time.
+    fn start(name: &str, batched: bool) -> anyhow::Result<XsegClient> {
         let _ = Segment::destroy(name);
         let config = SegmentConfig { nr_ports: 64, dynamic_port_start: 16, ..SegmentConfig::default() };
         let seg = Segment::create(name, &config)?;
-        let server = spawn_server("xseg", name)?;
-        Ok(XsegClient { seg, server })
+        let server = spawn_server(if batched { "xseg" } else { "xseg-single" }, name)?;
+        Ok(XsegClient { seg, server, batched })
     }
 
     fn latency(&self, iterations: u64) -> anyhow::Result<Vec<u64>> {
@@ -193,29 +223,46 @@ impl XsegClient {
         Ok(samples)
     }
 
+    /// Requests per second with `WINDOW` in flight. Batched, every reply ready is taken at
+    /// once and its replacements sent with one ring claim, as a peer's round does; else
+    /// each reply is followed by one new request.
     fn throughput(&self, duration: Duration) -> anyhow::Result<f64> {
         let mut port = self.seg.bind_dynamic_port()?;
         port.set_spin(Duration::from_millis(10));
-        let send = |port: &xseg::Port| -> anyhow::Result<()> {
+        let ping = |port: &xseg::Port| -> anyhow::Result<xseg::Request> {
             let mut req = port.get_request(0)?;
             port.edit(&mut req).set_op(Op::Ping);
-            port.submit(req, XSEG_SERVER_PORT).map_err(|(_, e)| e)?;
-            Ok(())
+            Ok(req)
         };
         for _ in 0..WINDOW {
-            send(&port)?;
+            port.submit(ping(&port)?, XSEG_SERVER_PORT).map_err(|(_, e)| e)?;
         }
         let start = Instant::now();
         let mut done = 0u64;
+        let mut replies = Vec::with_capacity(WINDOW);
+        let mut again = Vec::with_capacity(WINDOW);
         while start.elapsed() < duration {
-            match port.receive() {
-                Some(reply) => {
-                    port.put_request(reply);
-                    done += 1;
-                    send(&port)?;
-                }
-                None => {
+            if self.batched {
+                if port.receive_many(WINDOW, &mut replies) == 0 {
                     port.wait_reply(Duration::from_secs(5));
+                    continue;
+                }
+                done += replies.len() as u64;
+                for reply in replies.drain(..) {
+                    port.put_request(reply);
+                    again.push(ping(&port)?);
+                }
+                port.submit_many(&mut again, XSEG_SERVER_PORT)?;
+            } else {
+                match port.receive() {
+                    Some(reply) => {
+                        port.put_request(reply);
+                        done += 1;
+                        port.submit(ping(&port)?, XSEG_SERVER_PORT).map_err(|(_, e)| e)?;
+                    }
+                    None => {
+                        port.wait_reply(Duration::from_secs(5));
+                    }
                 }
             }
         }
@@ -314,17 +361,22 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
 
     let (mut shm_p50, mut shm_p99) = (Vec::new(), Vec::new());
     let (mut xseg_p50, mut xseg_p99, mut xseg_w32) = (Vec::new(), Vec::new(), Vec::new());
+    let mut xseg_single_w32 = Vec::new();
     let (mut uds_p50, mut uds_p99, mut uds_w32) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let mut s = shm_latency(&shm_path, args.iterations)?;
         shm_p50.push(percentile(&mut s, 50.0) as f64);
         shm_p99.push(percentile(&mut s, 99.0) as f64);
 
-        let x = XsegClient::start(&tag)?;
+        let x = XsegClient::start(&tag, true)?;
         let mut s = x.latency(args.iterations)?;
         xseg_p50.push(percentile(&mut s, 50.0) as f64);
         xseg_p99.push(percentile(&mut s, 99.0) as f64);
         xseg_w32.push(x.throughput(duration)?);
+        x.stop()?;
+
+        let x = XsegClient::start(&tag, false)?;
+        xseg_single_w32.push(x.throughput(duration)?);
         x.stop()?;
 
         let mut u = UdsClient::start(&uds_path)?;
@@ -341,6 +393,7 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
     let xseg_rtt_p50 = median(&mut xseg_p50);
     let uds_rtt_p50 = median(&mut uds_p50);
     let xseg_ops_w32 = median(&mut xseg_w32).round();
+    let xseg_single_ops_w32 = median(&mut xseg_single_w32).round();
     let uds_ops_w32 = median(&mut uds_w32).round();
     let rtt_ratio = xseg_rtt_p50 / shm_rtt_p50.max(1.0);
     let throughput_ratio = xseg_ops_w32 / uds_ops_w32.max(1.0);
@@ -355,9 +408,11 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
         "uds_rtt_ns_p50": uds_rtt_p50,
         "uds_rtt_ns_p99": median(&mut uds_p99),
         "xseg_ops_per_s_w32": xseg_ops_w32,
+        "xseg_single_ops_per_s_w32": xseg_single_ops_w32,
         "uds_ops_per_s_w32": uds_ops_w32,
         "xseg_over_shm_rtt_p50": (rtt_ratio * 100.0).round() / 100.0,
         "xseg_over_uds_ops_w32": (throughput_ratio * 100.0).round() / 100.0,
+        "xseg_single_over_uds_ops_w32": (xseg_single_ops_w32 / uds_ops_w32.max(1.0) * 100.0).round() / 100.0,
         "target_rtt_within_3x_shm": rtt_ratio <= 3.0,
         "target_w32_10x_uds": throughput_ratio >= 10.0,
     });
@@ -372,6 +427,7 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
         );
     }
     println!("{:<34} {:>12.0} ops/s", "xseg, window 32", f("xseg_ops_per_s_w32"));
+    println!("{:<34} {:>12.0} ops/s", "xseg one at a time, window 32", f("xseg_single_ops_per_s_w32"));
     println!("{:<34} {:>12.0} ops/s", "uds, window 32", f("uds_ops_per_s_w32"));
     println!("xseg p50 / shm p50 = {rtt_ratio:.2} (target <= 3)");
     println!("xseg w32 / uds w32 = {throughput_ratio:.1} (target >= 10)");
@@ -386,7 +442,7 @@ pub fn run(args: &IpcArgs) -> anyhow::Result<serde_json::Value> {
             met: rtt_ratio <= 3.0,
         },
         TargetRow {
-            figure: "throughput, window 32 (xseg vs Unix socket)",
+            figure: "throughput, window 32 (xseg in rounds vs Unix socket)",
             unit: "ops/s",
             ours: xseg_ops_w32,
             anchor: uds_ops_w32,

@@ -39,6 +39,8 @@ use xseg::{flags, Held as _, Op, Port, Request, Segment};
 
 use crate::devloop::KernelReply;
 
+/// Most replies the completion thread takes off the port in one go.
+const RECEIVE_BATCH: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(50);
 /// How often the completion thread looks at vlmcd's port and at overdue requests.
@@ -681,9 +683,10 @@ impl Engine {
         let mut last_check = Instant::now();
         let mut last_scan = Instant::now();
         let mut down_since: Option<Instant> = None;
+        let mut replies = Vec::with_capacity(RECEIVE_BATCH);
         while !self.stop.load(Ordering::Acquire) {
-            while let Some(reply) = self.port.receive() {
-                self.on_reply(reply);
+            while self.port.receive_many(RECEIVE_BATCH, &mut replies) > 0 {
+                replies.drain(..).for_each(|reply| self.on_reply(reply));
             }
             let now = Instant::now();
             if now.duration_since(last_check) >= CHECK_EVERY {

@@ -118,27 +118,36 @@ struct QueueIo {
     bound_at: Cell<Option<Instant>>,
     /// Started only when the io_uring futex wait is not available.
     kicker: RefCell<Option<Kicker>>,
+    /// `drain`'s batch of replies, kept between rounds so that it does not allocate.
+    replies: Cell<Vec<xseg::Request>>,
 }
+
+/// Most replies a queue takes off its port in one go.
+const RECEIVE_BATCH: usize = 64;
 
 impl QueueIo {
     /// Takes every reply off the port and hands each to its tag; returns how many.
     fn drain(&self) -> usize {
         let mut n = 0;
-        while let Some(reply) = self.port.receive() {
-            n += 1;
-            let ud = self.port.view(&reply).user_data();
-            let mut slots = self.slots.borrow_mut();
-            match slots.get_mut((ud & 0xffff) as usize) {
-                Some(slot) if slot.expect == ud && ud != 0 && slot.reply.is_none() => {
-                    slot.reply = Some(reply);
-                    if let Some(w) = slot.waker.take() {
-                        w.wake();
+        let mut replies = self.replies.take();
+        while self.port.receive_many(RECEIVE_BATCH, &mut replies) > 0 {
+            n += replies.len();
+            for reply in replies.drain(..) {
+                let ud = self.port.view(&reply).user_data();
+                let mut slots = self.slots.borrow_mut();
+                match slots.get_mut((ud & 0xffff) as usize) {
+                    Some(slot) if slot.expect == ud && ud != 0 && slot.reply.is_none() => {
+                        slot.reply = Some(reply);
+                        if let Some(w) = slot.waker.take() {
+                            w.wake();
+                        }
                     }
+                    // A reply nobody waits for: give the descriptor back.
+                    _ => self.port.put_request(reply),
                 }
-                // A reply nobody waits for: give the descriptor back.
-                _ => self.port.put_request(reply),
             }
         }
+        self.replies.set(replies);
         n
     }
 
@@ -462,6 +471,7 @@ fn run_queue(qid: u16, dev: &UblkDev, shared: &Arc<Shared>) -> anyhow::Result<()
         seq: Cell::new(0),
         bound_at: Cell::new(None),
         kicker: RefCell::new(None),
+        replies: Cell::new(Vec::with_capacity(RECEIVE_BATCH)),
     });
     let exe = smol::LocalExecutor::new();
     let tasks: Vec<_> = q

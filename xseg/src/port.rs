@@ -77,6 +77,9 @@ const RECENT_HINTS: usize = 64;
 /// How many of the most recent hints `get_request` tries before scanning the pool.
 const RECENT_PROBES: usize = 4;
 
+/// Most requests one `accept_many`, `receive_many` or `submit_many` round moves at once.
+const BATCH_MAX: usize = 64;
+
 impl Segment {
     /// Binds static port `port` to this process.
     pub fn bind_port(self: &Arc<Self>, port: u32) -> Result<Port> {
@@ -772,39 +775,127 @@ impl Port {
         Ok(())
     }
 
+    /// Sends every request of `reqs` to port `dst`, draining it, with one claim on `dst`'s
+    /// ring per round of up to 64 and one doorbell for the lot. When the ring fills, the
+    /// requests not sent stay in `reqs` (in order) and `QueueFull` is returned; those sent
+    /// are gone either way.
+    pub fn submit_many(&self, reqs: &mut Vec<Request>, dst: u32) -> Result<()> {
+        let nr_ports = self.seg.geometry().nr_ports;
+        if dst >= nr_ports {
+            return Err(Error::PortOutOfRange { port: dst, nr_ports });
+        }
+        let held = req_word(self.no, REQ_HELD);
+        let submitted = req_word(self.no, REQ_SUBMITTED);
+        let ring = self.seg.request_ring(dst);
+        // `reqs[..kept]` went back to the caller; the rest is still to send.
+        let mut kept = 0;
+        let mut went = 0u64;
+        let mut full = false;
+        while kept < reqs.len() && !full {
+            let round = &reqs[kept..reqs.len().min(kept + BATCH_MAX)];
+            let mut indices = [0u32; BATCH_MAX];
+            for (slot, req) in indices.iter_mut().zip(round) {
+                let desc = self.seg.request_desc(req.index);
+                desc.src_port.store(self.no, Ordering::Relaxed);
+                desc.dst_port.store(dst, Ordering::Relaxed);
+                let swapped =
+                    desc.state.compare_exchange(held, submitted, Ordering::AcqRel, Ordering::Relaxed);
+                assert!(swapped.is_ok(), "submit of a request this port does not hold");
+                *slot = req.index;
+            }
+            let len = round.len();
+            let mut lost = [false; BATCH_MAX];
+            let pushed = ring.push_many(&indices[..len], |i| lost[i] = true);
+            full = pushed < len || lost[..pushed].contains(&true);
+            // What did not go in is the caller's again: back to HELD, moved to the front.
+            let start = kept;
+            for (i, &index) in indices[..len].iter().enumerate() {
+                if i >= pushed || lost[i] {
+                    self.seg.request_desc(index).state.store(held, Ordering::Release);
+                    reqs.swap(kept, start + i);
+                    kept += 1;
+                }
+            }
+            let gone = len - (kept - start);
+            went += gone as u64;
+            // The sent ones are the server's now: no longer held here.
+            reqs.drain(kept..kept + gone);
+        }
+        if went > 0 {
+            self.desc().requests_submitted.fetch_add(went, Ordering::Relaxed);
+            if !defer_doorbell(&self.seg, dst) {
+                self.signal.notify(self.seg.signal_words(dst));
+            }
+        }
+        if full {
+            return Err(Error::QueueFull { port: dst });
+        }
+        Ok(())
+    }
+
     /// Takes the next request sent to this port. Malformed requests (bad target length or
     /// data window) are failed back with EINVAL and skipped; stale ring entries are skipped.
     pub fn accept(&self) -> Option<Incoming> {
-        let g = *self.seg.geometry();
         let ring = self.seg.request_ring(self.no);
         loop {
             let index = ring.pop()?;
-            if index >= g.nr_requests {
-                self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
-                continue;
+            if let Some(incoming) = self.admit(index) {
+                return Some(incoming);
             }
-            let desc = self.seg.request_desc(index);
-            let word = desc.state.load(Ordering::Acquire);
-            if req_state(word) != REQ_SUBMITTED || desc.dst_port.load(Ordering::Relaxed) != self.no {
-                continue;
-            }
-            if req_orphaned(word) {
-                self.seg.free_request_if(index, word);
-                continue;
-            }
-            let accepted = (word & !REQ_STATE_MASK) | REQ_ACCEPTED;
-            if desc.state.compare_exchange(word, accepted, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-                continue;
-            }
-            let incoming = Incoming { index };
-            let view = self.view(&incoming);
-            if view.target().is_none() || !view.window_ok() {
-                self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
-                self.respond(incoming, Err(libc::EINVAL));
-                continue;
-            }
-            return Some(incoming);
         }
+    }
+
+    /// Takes up to `max` requests sent to this port at once, appending them to `out` in
+    /// order; returns how many. One claim on the ring for the lot, whose slots then move
+    /// between the cores once per line rather than once per request.
+    pub fn accept_many(&self, max: usize, out: &mut Vec<Incoming>) -> usize {
+        let ring = self.seg.request_ring(self.no);
+        let before = out.len();
+        let mut indices = [0u32; BATCH_MAX];
+        loop {
+            let mut popped = 0;
+            ring.pop_many(max.min(BATCH_MAX), |index| {
+                indices[popped] = index;
+                popped += 1;
+            });
+            if popped == 0 {
+                return out.len() - before;
+            }
+            out.extend(indices[..popped].iter().filter_map(|&index| self.admit(index)));
+            if out.len() > before {
+                return out.len() - before;
+            }
+        }
+    }
+
+    /// Accepts request `index` popped from this port's request ring, or skips it (stale,
+    /// orphaned, malformed: failed back with EINVAL).
+    fn admit(&self, index: u32) -> Option<Incoming> {
+        if index >= self.seg.geometry().nr_requests {
+            self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let desc = self.seg.request_desc(index);
+        let word = desc.state.load(Ordering::Acquire);
+        if req_state(word) != REQ_SUBMITTED || desc.dst_port.load(Ordering::Relaxed) != self.no {
+            return None;
+        }
+        if req_orphaned(word) {
+            self.seg.free_request_if(index, word);
+            return None;
+        }
+        let accepted = (word & !REQ_STATE_MASK) | REQ_ACCEPTED;
+        if desc.state.compare_exchange(word, accepted, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return None;
+        }
+        let incoming = Incoming { index };
+        let view = self.view(&incoming);
+        if view.target().is_none() || !view.window_ok() {
+            self.desc().requests_rejected.fetch_add(1, Ordering::Relaxed);
+            self.respond(incoming, Err(libc::EINVAL));
+            return None;
+        }
+        Some(incoming)
     }
 
     /// Answers an accepted request: `Ok(serviced bytes)` or `Err(errno)`.
@@ -845,26 +936,52 @@ impl Port {
 
     /// Takes the next reply to a request this port sent.
     pub fn receive(&self) -> Option<Request> {
-        let g = *self.seg.geometry();
         let ring = self.seg.reply_ring(self.no);
         loop {
             let index = ring.pop()?;
-            if index >= g.nr_requests {
-                continue;
-            }
-            let desc = self.seg.request_desc(index);
-            let replied = req_word(self.no, REQ_REPLIED);
-            if desc.owner_generation.load(Ordering::Relaxed) != self.generation {
-                continue;
-            }
-            if desc
-                .state
-                .compare_exchange(replied, req_word(self.no, REQ_HELD), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Some(Request { index });
+            if let Some(req) = self.claim_reply(index) {
+                return Some(req);
             }
         }
+    }
+
+    /// Takes up to `max` replies at once, appending them to `out`; returns how many. As
+    /// [`accept_many`](Self::accept_many) for the reply ring.
+    pub fn receive_many(&self, max: usize, out: &mut Vec<Request>) -> usize {
+        let ring = self.seg.reply_ring(self.no);
+        let before = out.len();
+        let mut indices = [0u32; BATCH_MAX];
+        loop {
+            let mut popped = 0;
+            ring.pop_many(max.min(BATCH_MAX), |index| {
+                indices[popped] = index;
+                popped += 1;
+            });
+            if popped == 0 {
+                return out.len() - before;
+            }
+            out.extend(indices[..popped].iter().filter_map(|&index| self.claim_reply(index)));
+            if out.len() > before {
+                return out.len() - before;
+            }
+        }
+    }
+
+    /// Takes back request `index` popped from this port's reply ring, unless the entry is
+    /// stale (another generation of this port, or not a reply).
+    fn claim_reply(&self, index: u32) -> Option<Request> {
+        if index >= self.seg.geometry().nr_requests {
+            return None;
+        }
+        let desc = self.seg.request_desc(index);
+        if desc.owner_generation.load(Ordering::Relaxed) != self.generation {
+            return None;
+        }
+        let replied = req_word(self.no, REQ_REPLIED);
+        desc.state
+            .compare_exchange(replied, req_word(self.no, REQ_HELD), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+            .then_some(Request { index })
     }
 
     /// Whether a request or a reply is ready for this port.

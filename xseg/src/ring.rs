@@ -158,6 +158,123 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// Appends a prefix of `values` with one claim of `tail` for all of them, so a burst
+    /// costs one claim and its slots' lines move to the producer once, not once per value.
+    /// Returns how many it claimed: `values[..n]` are in the ring, except those whose slot
+    /// recovery stole while they were claimed and that found the ring full when pushed again:
+    /// `unpushed(i)` is called for each of those. 0 when the ring is full.
+    pub fn push_many(&self, values: &[u32], mut unpushed: impl FnMut(usize)) -> usize {
+        debug_assert!(!values.contains(&SKIP));
+        let cap = self.slots.len();
+        loop {
+            let pos = self.tail.load(Ordering::Relaxed);
+            let mut free = 0;
+            let mut ahead = false;
+            while free < values.len() && free < cap {
+                let at = pos.wrapping_add(free as u64);
+                let d = distance(seq_of(self.slot(at).load(Ordering::Acquire)), at);
+                if d != 0 {
+                    ahead = d > 0;
+                    break;
+                }
+                free += 1;
+            }
+            if free == 0 {
+                // As in `push`: a slot of the previous lap still full means no room now,
+                // unless another producer claimed `pos` meanwhile.
+                if !ahead && self.tail.load(Ordering::Relaxed) == pos {
+                    return 0;
+                }
+                crate::sync::spin_hint();
+                continue;
+            }
+            if self
+                .tail
+                .compare_exchange_weak(pos, pos + free as u64, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                crate::sync::spin_hint();
+                continue;
+            }
+            fail::fail_point!("xseg-ring-push-claimed", |_| std::process::abort());
+            for (i, &value) in values[..free].iter().enumerate() {
+                let at = pos.wrapping_add(i as u64);
+                let slot = self.slot(at);
+                let current = slot.load(Ordering::Acquire);
+                let published = distance(seq_of(current), at) == 0
+                    && slot
+                        .compare_exchange(
+                            current,
+                            pack(at.wrapping_add(1) as u32, value),
+                            Ordering::Release,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok();
+                // Not published: recovery stole the claim. Enqueue that value again.
+                if !published && self.push(value).is_err() {
+                    unpushed(i);
+                }
+            }
+            fail::fail_point!("xseg-ring-push-published", |_| std::process::abort());
+            return free;
+        }
+    }
+
+    /// Takes up to `max` of the oldest published values with one claim of `head`, giving
+    /// each to `take` in order; returns how many it took (0 when none is ready). Values
+    /// stop at the first position not yet published.
+    pub fn pop_many(&self, max: usize, mut take: impl FnMut(u32)) -> usize {
+        let cap = self.slots.len();
+        loop {
+            let pos = self.head.load(Ordering::Relaxed);
+            let mut ready = 0;
+            let mut ahead = false;
+            while ready < max && ready < cap {
+                let at = pos.wrapping_add(ready as u64);
+                let d = distance(seq_of(self.slot(at).load(Ordering::Acquire)), at.wrapping_add(1));
+                if d != 0 {
+                    ahead = d > 0;
+                    break;
+                }
+                ready += 1;
+            }
+            if ready == 0 {
+                if !ahead {
+                    return 0;
+                }
+                // Another consumer took `pos` already; look again.
+                crate::sync::spin_hint();
+                continue;
+            }
+            if self
+                .head
+                .compare_exchange_weak(pos, pos + ready as u64, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                crate::sync::spin_hint();
+                continue;
+            }
+            fail::fail_point!("xseg-ring-pop-claimed", |_| std::process::abort());
+            // Positions [pos, pos + ready) are this consumer's now: nothing else writes
+            // their slots until it releases them, so they still hold what was checked.
+            let mut taken = 0;
+            for i in 0..ready as u64 {
+                let at = pos.wrapping_add(i);
+                let slot = self.slot(at);
+                let value = slot.load(Ordering::Acquire) as u32;
+                slot.store(pack(at.wrapping_add(cap as u64) as u32, 0), Ordering::Release);
+                if value != SKIP {
+                    take(value);
+                    taken += 1;
+                }
+            }
+            fail::fail_point!("xseg-ring-pop-released", |_| std::process::abort());
+            if taken > 0 {
+                return taken;
+            }
+        }
+    }
+
     /// True when the oldest position holds a published value (a `pop` would make progress).
     pub fn has_ready(&self) -> bool {
         loop {
@@ -358,6 +475,47 @@ mod tests {
         assert_eq!(r.pop(), Some(3));
     }
 
+    fn pop_all(r: &Ring<'_>, max: usize) -> Vec<u32> {
+        let mut got = Vec::new();
+        r.pop_many(max, |v| got.push(v));
+        got
+    }
+
+    #[test]
+    fn batches_claim_what_fits_and_keep_fifo_order() {
+        let s = storage(4);
+        let r = ring(&s);
+        let never = |i| panic!("value {i} unpushed");
+        assert_eq!(r.push_many(&[1, 2, 3], never), 3);
+        assert_eq!(r.push_many(&[4, 5, 6], never), 1, "one slot was left");
+        assert_eq!(r.push_many(&[7], never), 0, "full");
+        assert_eq!(pop_all(&r, 2), vec![1, 2]);
+        assert_eq!(r.push_many(&[8, 9, 10], never), 2);
+        assert_eq!(pop_all(&r, 64), vec![3, 4, 8, 9]);
+        assert_eq!(pop_all(&r, 64), Vec::<u32>::new());
+        assert_eq!(r.push_many(&[], never), 0);
+        // Many laps of batches that straddle the end of the slots.
+        for lap in 0..1000u32 {
+            assert_eq!(r.push_many(&[lap, lap + 1, lap + 2], never), 3);
+            assert_eq!(pop_all(&r, 2), vec![lap, lap + 1]);
+            assert_eq!(pop_all(&r, 2), vec![lap + 2]);
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_batch_stops_at_an_unpublished_claim_and_drops_stolen_slots() {
+        let s = storage(8);
+        let r = ring(&s);
+        r.push(1).unwrap();
+        // A producer claims position 1 and dies before publishing.
+        s.tail.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(r.push_many(&[3, 4], |_| unreachable!()), 2);
+        assert_eq!(pop_all(&r, 64), vec![1], "consumers stall behind the claim");
+        assert!(r.steal_claim(1));
+        assert_eq!(pop_all(&r, 64), vec![3, 4], "the stolen slot is dropped");
+    }
+
     #[test]
     fn threads_deliver_every_value_once() {
         let s = storage(64);
@@ -385,6 +543,60 @@ mod tests {
                                 taken.fetch_add(1, Ordering::Relaxed);
                             }
                             None => std::thread::yield_now(),
+                        }
+                    }
+                });
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn threads_deliver_every_value_once_in_batches() {
+        let s = storage(64);
+        let r = ring(&s);
+        let producers = 4u32;
+        let per = 50_000u32;
+        let seen: Vec<AtomicU64> = (0..producers * per).map(|_| AtomicU64::new(0)).collect();
+        let taken = AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for p in 0..producers {
+                scope.spawn(move || {
+                    let values: Vec<u32> = (0..per).map(|i| p * per + i).collect();
+                    let mut next = 0;
+                    while next < values.len() {
+                        // Batches of 1 to 7, mixed with single pushes.
+                        let n = 1 + next % 7;
+                        let end = (next + n).min(values.len());
+                        let pushed = if n == 4 {
+                            usize::from(r.push(values[next]).is_ok())
+                        } else {
+                            r.push_many(&values[next..end], |i| panic!("value {i} unpushed"))
+                        };
+                        if pushed == 0 {
+                            std::thread::yield_now();
+                        }
+                        next += pushed;
+                    }
+                });
+            }
+            for c in 0..2 {
+                let (seen, taken) = (&seen, &taken);
+                scope.spawn(move || {
+                    while taken.load(Ordering::Relaxed) < u64::from(producers * per) {
+                        let got = if c == 0 {
+                            r.pop_many(5, |v| {
+                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                            })
+                        } else {
+                            r.pop().map_or(0, |v| {
+                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                                1
+                            })
+                        };
+                        taken.fetch_add(got as u64, Ordering::Relaxed);
+                        if got == 0 {
+                            std::thread::yield_now();
                         }
                     }
                 });

@@ -348,6 +348,80 @@ fn a_full_request_ring_gives_the_request_back() {
     assert_eq!(sent, 4);
 }
 
+/// Requests and replies move in batches, in order; a batch stops at what is ready.
+#[test]
+fn batches_of_requests_and_replies_keep_their_order() {
+    let t = TestSegment::new("batches", small());
+    let server = t.seg.bind_port(1).unwrap();
+    let client = t.seg.bind_dynamic_port().unwrap();
+    let mut reqs: Vec<_> = (0..5u64)
+        .map(|i| {
+            let mut req = client.get_request(8).unwrap();
+            client.edit(&mut req).set_op(Op::Read).set_user_data(i);
+            req
+        })
+        .collect();
+    client.submit_many(&mut reqs, 1).unwrap();
+    assert!(reqs.is_empty(), "every request went");
+    let mut batch = Vec::new();
+    assert_eq!(server.accept_many(3, &mut batch), 3);
+    assert_eq!(server.accept_many(64, &mut batch), 2);
+    assert_eq!(server.accept_many(64, &mut batch), 0);
+    let tags: Vec<u64> = batch.iter().map(|r| server.view(r).user_data()).collect();
+    assert_eq!(tags, [0, 1, 2, 3, 4]);
+    xseg::plugged(|| batch.drain(..).for_each(|r| server.respond(r, Ok(8))));
+    let mut replies = Vec::new();
+    assert_eq!(client.receive_many(64, &mut replies), 5);
+    let tags: Vec<u64> = replies.iter().map(|r| client.view(r).user_data()).collect();
+    assert_eq!(tags, [0, 1, 2, 3, 4]);
+    assert!(replies.iter().all(|r| client.view(r).serviced() == 8));
+    replies.drain(..).for_each(|r| client.put_request(r));
+    let report = t.seg.report();
+    assert_eq!((report.requests_in_flight, report.buffers_in_use), (0, 0));
+    let sent = report.ports.iter().find(|p| p.port == client.number()).unwrap().requests_submitted;
+    assert_eq!(sent, 5);
+}
+
+/// A batch that does not fit in the server's ring: what went is gone, the rest comes back
+/// held, in order, and can be sent once the server has taken some; a bad port sends nothing.
+#[test]
+fn a_batch_into_a_full_ring_gives_the_rest_back() {
+    let t = TestSegment::new("batchfull", SegmentConfig { queue_capacity: 4, ..small() });
+    let server = t.seg.bind_port(1).unwrap();
+    let (a, b) = (t.seg.bind_dynamic_port().unwrap(), t.seg.bind_dynamic_port().unwrap());
+    for _ in 0..3 {
+        a.submit(a.get_request(0).unwrap(), 1).unwrap();
+    }
+    let mut reqs: Vec<_> = (0..3u64)
+        .map(|i| {
+            let mut req = b.get_request(0).unwrap();
+            b.edit(&mut req).set_user_data(10 + i);
+            req
+        })
+        .collect();
+    let bad = b.submit_many(&mut reqs, 64).unwrap_err();
+    assert!(matches!(bad, Error::PortOutOfRange { port: 64, .. }), "{bad:?}");
+    assert_eq!(reqs.len(), 3, "nothing went to a bad port");
+    let full = b.submit_many(&mut reqs, 1).unwrap_err();
+    assert!(matches!(full, Error::QueueFull { port: 1 }), "{full:?}");
+    let left: Vec<u64> = reqs.iter().map(|r| b.view(r).user_data()).collect();
+    assert_eq!(left, [11, 12], "the two that did not fit come back, in order");
+    let mut batch = Vec::new();
+    assert_eq!(server.accept_many(64, &mut batch), 4);
+    assert_eq!(server.view(&batch[3]).user_data(), 10);
+    b.submit_many(&mut reqs, 1).unwrap();
+    assert_eq!(server.accept_many(64, &mut batch), 2);
+    let tags: Vec<u64> = batch[4..].iter().map(|r| server.view(r).user_data()).collect();
+    assert_eq!(tags, [11, 12]);
+    batch.drain(..).for_each(|r| server.respond(r, Ok(0)));
+    for port in [&a, &b] {
+        let mut replies = Vec::new();
+        assert_eq!(port.receive_many(64, &mut replies), 3);
+        replies.into_iter().for_each(|r| port.put_request(r));
+    }
+    assert_eq!(t.seg.report().requests_in_flight, 0);
+}
+
 /// A peer that scribbles on its requests' fields gets them refused; the server keeps going.
 #[test]
 fn malformed_requests_fail_and_the_server_keeps_serving() {
@@ -526,10 +600,13 @@ mod crash_at_every_step {
         }
     }
 
-    fn producer_dies_at(failpoint: &str) {
-        let t = TestSegment::new(failpoint, small());
+    /// A producer sending `n` requests (`n` > 1: in one `submit_many`) dies at `failpoint`.
+    fn producer_dies_at(failpoint: &str, n: u32) {
+        let t = TestSegment::new(&format!("{failpoint}-{n}"), small());
         let server = t.seg.bind_port(1).unwrap();
-        let mut dying = spawn(&["push", &t.name, "1"], Some(&format!("{failpoint}=return")));
+        let count = n.to_string();
+        let args = if n == 1 { vec!["push", &t.name, "1"] } else { vec!["push-many", &t.name, "1", &count] };
+        let mut dying = spawn(&args, Some(&format!("{failpoint}=return")));
         let status = dying.wait().unwrap();
         assert!(!status.success(), "the producer died at {failpoint}");
         // A healthy producer's request sits behind the dead one's claim.
@@ -543,7 +620,7 @@ mod crash_at_every_step {
         let reports = recover_dead_ports(&t.seg);
         assert_eq!(reports.len(), 1, "{reports:?}");
         if failpoint == "xseg-ring-push-claimed" {
-            assert_eq!(reports[0].stolen_claims, 1, "{reports:?}");
+            assert_eq!(reports[0].stolen_claims, n as usize, "{reports:?}");
         }
         assert_eq!(serve_one(&server), 7, "the healthy request is served");
         let reply = client.receive().unwrap();
@@ -566,23 +643,29 @@ mod crash_at_every_step {
         assert_eq!((report.requests_in_flight, report.buffers_in_use), (0, 0));
     }
 
-    fn consumer_dies_at(failpoint: &str) {
-        let t = TestSegment::new(failpoint, small());
-        let mut dying = spawn(&["pop", &t.name, "3"], Some(&format!("{failpoint}=return")));
+    /// A consumer taking `n` requests (`n` > 1: in one `accept_many`) dies at `failpoint`.
+    fn consumer_dies_at(failpoint: &str, n: u32) {
+        let t = TestSegment::new(&format!("{failpoint}-{n}"), small());
+        let count = n.to_string();
+        let args = if n == 1 { vec!["pop", &t.name, "3"] } else { vec!["pop-many", &t.name, "3", &count] };
+        let mut dying = spawn(&args, Some(&format!("{failpoint}=return")));
         let deadline = Instant::now() + Duration::from_secs(10);
         while !t.seg.port_is_bound(3) {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(5));
         }
         let client = t.seg.bind_dynamic_port().unwrap();
-        let req = client.get_request(16).unwrap();
-        client.submit(req, 3).unwrap();
+        let mut reqs: Vec<_> = (0..n).map(|_| client.get_request(16).unwrap()).collect();
+        client.submit_many(&mut reqs, 3).unwrap();
         assert!(!dying.wait().unwrap().success());
         let report = t.seg.recover_port(3).unwrap();
-        assert_eq!(report.failed_back, 1, "{report:?}");
-        let reply = client.receive().unwrap();
-        assert_eq!(client.view(&reply).errno(), libc::ECONNABORTED);
-        client.put_request(reply);
+        assert_eq!(report.failed_back, n as usize, "{report:?}");
+        for _ in 0..n {
+            let reply = client.receive().unwrap();
+            assert_eq!(client.view(&reply).errno(), libc::ECONNABORTED);
+            client.put_request(reply);
+        }
+        assert!(client.receive().is_none());
         // The port is bound again and its ring works for more than a lap.
         let server = t.seg.bind_port(3).unwrap();
         for i in 0..200 {
@@ -598,22 +681,42 @@ mod crash_at_every_step {
 
     #[test]
     fn producer_dies_after_claiming_a_slot() {
-        producer_dies_at("xseg-ring-push-claimed");
+        producer_dies_at("xseg-ring-push-claimed", 1);
     }
 
     #[test]
     fn producer_dies_after_publishing() {
-        producer_dies_at("xseg-ring-push-published");
+        producer_dies_at("xseg-ring-push-published", 1);
     }
 
     #[test]
     fn consumer_dies_after_claiming_a_slot() {
-        consumer_dies_at("xseg-ring-pop-claimed");
+        consumer_dies_at("xseg-ring-pop-claimed", 1);
     }
 
     #[test]
     fn consumer_dies_after_releasing_a_slot() {
-        consumer_dies_at("xseg-ring-pop-released");
+        consumer_dies_at("xseg-ring-pop-released", 1);
+    }
+
+    #[test]
+    fn producer_dies_after_claiming_a_batch_of_slots() {
+        producer_dies_at("xseg-ring-push-claimed", 3);
+    }
+
+    #[test]
+    fn producer_dies_after_publishing_a_batch() {
+        producer_dies_at("xseg-ring-push-published", 3);
+    }
+
+    #[test]
+    fn consumer_dies_after_claiming_a_batch_of_slots() {
+        consumer_dies_at("xseg-ring-pop-claimed", 3);
+    }
+
+    #[test]
+    fn consumer_dies_after_releasing_a_batch_of_slots() {
+        consumer_dies_at("xseg-ring-pop-released", 3);
     }
 }
 
@@ -622,13 +725,20 @@ mod crash_at_every_step {
 #[test]
 fn multi_process_stress_a_million_requests() {
     let t = TestSegment::new("stress", SegmentConfig { nr_buffers: 256, buffer_bytes: 16 << 10, ..small() });
-    let mut server = spawn(&["serve", &t.name, "4"], None);
+    // The server takes requests in rounds (as the peers' workers do); half the clients send
+    // and receive in rounds, half one at a time.
+    let mut server = spawn(&["serve", &t.name, "4", "rounds"], None);
     assert_eq!(read_line(&mut server), "ready");
     let clients = 4;
     let per_client = 250_000u64;
     let start = Instant::now();
-    let mut children: Vec<Child> =
-        (0..clients).map(|_| spawn(&["client", &t.name, "4", &per_client.to_string(), "16"], None)).collect();
+    let mut children: Vec<Child> = (0..clients)
+        .map(|i| {
+            let count = per_client.to_string();
+            let mode = if i % 2 == 0 { "rounds" } else { "single" };
+            spawn(&["client", &t.name, "4", &count, "16", mode], None)
+        })
+        .collect();
     for child in &mut children {
         assert_eq!(read_line(child), format!("ok {per_client}"));
         assert!(child.wait().unwrap().success());

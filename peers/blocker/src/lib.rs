@@ -145,6 +145,17 @@ impl Peer for BlockerPeer {
         true
     }
 
+    /// With asynchronous IO, `on_request` only starts the IO: take requests in batches.
+    /// Without it (filed), a request may wait on the disk: one at a time, so the requests
+    /// behind it go to the other workers.
+    fn accept_batch(&self) -> usize {
+        if self.store.async_io().is_some() {
+            32
+        } else {
+            1
+        }
+    }
+
     fn on_request(&self, io: &PeerIo<'_>, mut req: Incoming) {
         let view = io.port.view(&req);
         if !quick(view.op(), view.flags(), self.store.async_io().is_some()) {

@@ -32,6 +32,15 @@ pub trait Peer: Send + Sync + 'static {
         false
     }
 
+    /// Most requests a worker takes off its port at once (`Port::accept_many`) before it
+    /// hands them to `on_request` one after the other. A peer whose `on_request` returns
+    /// quickly (it only starts the work) takes a batch: one ring claim and overlapped
+    /// cache-line fetches for the lot. A peer that may block in `on_request` keeps the
+    /// default of 1, so that requests queued behind a slow one go to idle sibling workers.
+    fn accept_batch(&self) -> usize {
+        1
+    }
+
     /// Called by each worker after every round of requests and replies, busy or not, so it
     /// must be cheap when nothing is due: runs the peer's timed work (retries after a
     /// backoff, timeouts) and returns how soon it wants to be called again. `None`: no timer
@@ -228,6 +237,9 @@ impl<P: Peer> Running<P> {
 fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
     let (port, state) = (io.port, io.state);
     let plug = peer.plug_rounds();
+    let batch = peer.accept_batch().clamp(1, MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut requests = Vec::with_capacity(batch);
     let mut last_idle = Instant::now();
     let mut stop_seen: Option<Instant> = None;
     loop {
@@ -239,23 +251,26 @@ fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
                 return;
             }
         }
-        let round = || {
+        let mut round = || {
             let mut busy = false;
-            while let Some(reply) = port.receive() {
-                peer.on_reply(&io, reply);
+            while port.receive_many(MAX_BATCH, &mut replies) > 0 {
+                replies.drain(..).for_each(|reply| peer.on_reply(&io, reply));
                 busy = true;
             }
-            while !state.stopping() && reserve_slot(state) {
-                match port.accept() {
-                    Some(req) => {
-                        peer.on_request(&io, req);
-                        busy = true;
-                    }
-                    None => {
-                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
-                        break;
-                    }
+            while !state.stopping() {
+                let slots = reserve_slots(state, batch);
+                if slots == 0 {
+                    break;
                 }
+                let got = port.accept_many(slots as usize, &mut requests);
+                if got < slots as usize {
+                    state.in_flight.fetch_sub(slots - got as u32, Ordering::AcqRel);
+                }
+                if got == 0 {
+                    break;
+                }
+                requests.drain(..).for_each(|req| peer.on_request(&io, req));
+                busy = true;
             }
             (busy, peer.poll(&io))
         };
@@ -279,12 +294,18 @@ fn worker<P: Peer>(peer: &P, io: PeerIo<'_>, drain_timeout: Duration) {
     }
 }
 
-/// Takes one of the `nr_ops` in-flight slots, if any is free.
-fn reserve_slot(state: &PeerState) -> bool {
-    state
-        .in_flight
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < state.nr_ops).then_some(n + 1))
-        .is_ok()
+/// Most requests or replies a worker takes off its port in one go.
+const MAX_BATCH: usize = 64;
+
+/// Takes up to `want` of the `nr_ops` in-flight slots; returns how many (0: none free).
+fn reserve_slots(state: &PeerState, want: usize) -> u32 {
+    let want = want as u32;
+    match state.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        (n < state.nr_ops).then(|| n + want.min(state.nr_ops - n))
+    }) {
+        Ok(before) => want.min(state.nr_ops - before),
+        Err(_) => 0,
+    }
 }
 
 #[cfg(test)]
@@ -294,10 +315,19 @@ mod tests {
     #[test]
     fn in_flight_slots_are_bounded_by_nr_ops() {
         let state = PeerState { in_flight: AtomicU32::new(0), nr_ops: 3, stop: Arc::default() };
-        assert!((0..3).all(|_| reserve_slot(&state)));
-        assert!(!reserve_slot(&state), "the fourth slot is refused");
+        assert!((0..3).all(|_| reserve_slots(&state, 1) == 1));
+        assert_eq!(reserve_slots(&state, 1), 0, "the fourth slot is refused");
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        assert!(reserve_slot(&state));
+        assert_eq!(reserve_slots(&state, 1), 1);
         assert_eq!(state.in_flight(), 3);
+    }
+
+    #[test]
+    fn a_batch_takes_only_the_slots_that_are_free() {
+        let state = PeerState { in_flight: AtomicU32::new(0), nr_ops: 5, stop: Arc::default() };
+        assert_eq!(reserve_slots(&state, 3), 3);
+        assert_eq!(reserve_slots(&state, 3), 2, "two were left");
+        assert_eq!(reserve_slots(&state, 3), 0);
+        assert_eq!(state.in_flight(), 5);
     }
 }

@@ -25,6 +25,11 @@ impl Peer for NullPeer {
     fn plug_rounds(&self) -> bool {
         true
     }
+
+    /// `on_request` only starts the work and never blocks: take requests in batches.
+    fn accept_batch(&self) -> usize {
+        32
+    }
 }
 
 fn main() -> ExitCode {

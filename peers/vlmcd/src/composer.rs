@@ -914,6 +914,11 @@ impl Peer for Composer {
         true
     }
 
+    /// `on_request` only starts the work and never blocks: take requests in batches.
+    fn accept_batch(&self) -> usize {
+        32
+    }
+
     /// A quarter of the segment's buffers for map lookups (their answers need a window):
     /// frontends hold at most half, so the mapper, which vlmcd waits on, always finds the
     /// last quarter for reading and writing maps.

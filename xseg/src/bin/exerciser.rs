@@ -1,16 +1,20 @@
 //! `xseg-exerciser`: processes for the multi-process tests of the segment.
 //!
-//! * `serve SEG PORT` — binds a static port (recovering a dead owner's), checks every
-//!   request's payload against the pattern its `user_data` seeds, and answers with the
-//!   payload's hash (or `EBADMSG`). A CLOSE request stops it.
-//! * `client SEG DST COUNT WINDOW` — sends COUNT PING requests with patterned payloads,
-//!   WINDOW in flight, and checks every answer. Prints `ok COUNT`.
+//! * `serve SEG PORT [rounds]` — binds a static port (recovering a dead owner's), checks
+//!   every request's payload against the pattern its `user_data` seeds, and answers with
+//!   the payload's hash (or `EBADMSG`). A CLOSE request stops it. With `rounds`, it takes
+//!   requests in batches (`accept_many`) and answers each batch plugged.
+//! * `client SEG DST COUNT WINDOW [rounds]` — sends COUNT PING requests with patterned
+//!   payloads, WINDOW in flight, and checks every answer. Prints `ok COUNT`. With
+//!   `rounds`, it sends and receives in batches (`submit_many`, `receive_many`).
 //! * `hold SEG` — binds a dynamic port, submits one request to nowhere and sleeps (a
 //!   process to kill).
 //! * `push SEG DST` — submits one request to DST and exits (with `FAILPOINTS` set, it
 //!   aborts at the named step of the enqueue).
 //! * `pop SEG PORT` — binds PORT and accepts one request (with `FAILPOINTS`, it aborts at
 //!   the named step of the dequeue).
+//! * `push-many SEG DST N`, `pop-many SEG PORT N` — the same with N requests at once
+//!   (`submit_many`, `accept_many`).
 
 // Under `--cfg loom` only the ring and signal models build; this binary is not needed.
 #![cfg_attr(loom, allow(unused))]
@@ -52,34 +56,50 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> T {
 }
 
 #[cfg(not(loom))]
-fn serve(seg: &str, port: u32) -> ExitCode {
+fn serve(seg: &str, port: u32, rounds: bool) -> ExitCode {
     let seg = Segment::join(seg).expect("join");
     let port = seg.bind_port_recovering(port).expect("bind");
     println!("ready");
     let mut expected = vec![0u8; seg.config().buffer_bytes as usize];
+    let mut batch = Vec::new();
     loop {
-        let Some(mut req) = port.accept() else {
+        if rounds {
+            port.accept_many(16, &mut batch);
+        } else {
+            batch.extend(port.accept());
+        }
+        if batch.is_empty() {
             port.wait(Duration::from_millis(100));
             continue;
-        };
-        let view = port.view(&req);
-        if view.op() == Some(Op::Close) {
-            port.respond(req, Ok(0));
+        }
+        let closing = xseg::plugged(|| {
+            let mut closing = false;
+            for mut req in batch.drain(..) {
+                let view = port.view(&req);
+                if view.op() == Some(Op::Close) {
+                    port.respond(req, Ok(0));
+                    closing = true;
+                    continue;
+                }
+                let seed = view.user_data();
+                let data = port.data_mut(&mut req).expect("window");
+                let expected = &mut expected[..data.len()];
+                fill(seed, expected);
+                let result = if data == expected { Ok(hash(data)) } else { Err(libc::EBADMSG) };
+                // Scribble on the buffer afterwards, so a reply that reused stale data would show.
+                data.fill(0xA5);
+                port.respond(req, result);
+            }
+            closing
+        });
+        if closing {
             return ExitCode::SUCCESS;
         }
-        let seed = view.user_data();
-        let data = port.data_mut(&mut req).expect("window");
-        let expected = &mut expected[..data.len()];
-        fill(seed, expected);
-        let result = if data == expected { Ok(hash(data)) } else { Err(libc::EBADMSG) };
-        // Scribble on the buffer afterwards, so a reply that reused stale data would show.
-        data.fill(0xA5);
-        port.respond(req, result);
     }
 }
 
 #[cfg(not(loom))]
-fn client(seg: &str, dst: u32, count: u64, window: u64) -> ExitCode {
+fn client(seg: &str, dst: u32, count: u64, window: u64, rounds: bool) -> ExitCode {
     let seg = Segment::join(seg).expect("join");
     let port = seg.bind_dynamic_port().expect("bind");
     let max = seg.config().buffer_bytes.min(8192);
@@ -87,9 +107,11 @@ fn client(seg: &str, dst: u32, count: u64, window: u64) -> ExitCode {
     let (mut sent, mut done) = (0u64, 0u64);
     let mut expected_hash = std::collections::HashMap::new();
     let mut scratch = vec![0u8; max as usize];
+    let (mut outgoing, mut replies) = (Vec::new(), Vec::new());
     while done < count {
-        while sent < count && sent - done < window {
-            let seed = (id << 32) ^ sent.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut queued = 0;
+        while sent + queued < count && sent + queued - done < window {
+            let seed = (id << 32) ^ (sent + queued).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let len = 1 + (seed >> 7) % max;
             let mut req = match port.get_request(len) {
                 Ok(r) => r,
@@ -101,6 +123,11 @@ fn client(seg: &str, dst: u32, count: u64, window: u64) -> ExitCode {
             fill(seed, data);
             fill(seed, &mut scratch[..len as usize]);
             expected_hash.insert(seed, hash(&scratch[..len as usize]));
+            if rounds {
+                outgoing.push(req);
+                queued += 1;
+                continue;
+            }
             match port.submit(req, dst) {
                 Ok(()) => sent += 1,
                 Err((req, e)) if e.is_transient() => {
@@ -111,9 +138,27 @@ fn client(seg: &str, dst: u32, count: u64, window: u64) -> ExitCode {
                 Err((_, e)) => panic!("submit: {e}"),
             }
         }
-        let mut got = false;
-        while let Some(reply) = port.receive() {
-            got = true;
+        if rounds {
+            let before = outgoing.len() as u64;
+            match port.submit_many(&mut outgoing, dst) {
+                Ok(()) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => panic!("submit_many: {e}"),
+            }
+            sent += before - outgoing.len() as u64;
+            // What the full ring gave back is sent again later, as the same seeds.
+            for req in outgoing.drain(..) {
+                expected_hash.remove(&port.view(&req).user_data());
+                port.put_request(req);
+            }
+        }
+        if rounds {
+            port.receive_many(16, &mut replies);
+        } else {
+            replies.extend(port.receive());
+        }
+        let got = !replies.is_empty();
+        for reply in replies.drain(..) {
             let view = port.view(&reply);
             let want = expected_hash.remove(&view.user_data()).expect("reply to a request never sent");
             if view.errno() != 0 || view.serviced() != want {
@@ -136,8 +181,14 @@ fn main() -> ExitCode {
     let _failpoints = fail::FailScenario::setup();
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("serve") => serve(&args[2], arg(&args, 3)),
-        Some("client") => client(&args[2], arg(&args, 3), arg(&args, 4), arg(&args, 5)),
+        Some("serve") => serve(&args[2], arg(&args, 3), args.get(4).is_some_and(|a| a == "rounds")),
+        Some("client") => client(
+            &args[2],
+            arg(&args, 3),
+            arg(&args, 4),
+            arg(&args, 5),
+            args.get(6).is_some_and(|a| a == "rounds"),
+        ),
         Some("hold") => {
             let seg = Segment::join(&args[2]).expect("join");
             let port = seg.bind_dynamic_port().expect("bind");
@@ -168,8 +219,37 @@ fn main() -> ExitCode {
             println!("popped");
             ExitCode::SUCCESS
         }
+        Some("push-many") => {
+            let seg = Segment::join(&args[2]).expect("join");
+            let port = seg.bind_dynamic_port().expect("bind");
+            let mut reqs: Vec<_> = (0..arg::<u64>(&args, 4))
+                .map(|i| {
+                    let mut req = port.get_request(64).expect("get");
+                    port.edit(&mut req).set_op(Op::Ping).set_user_data(100 + i);
+                    fill(100 + i, port.data_mut(&mut req).expect("window"));
+                    req
+                })
+                .collect();
+            port.submit_many(&mut reqs, arg(&args, 3)).expect("submit_many");
+            println!("pushed");
+            ExitCode::SUCCESS
+        }
+        Some("pop-many") => {
+            let seg = Segment::join(&args[2]).expect("join");
+            let port = seg.bind_port(arg(&args, 3)).expect("bind");
+            let want: usize = arg(&args, 4);
+            let mut batch = Vec::new();
+            while batch.len() < want {
+                if port.accept_many(want - batch.len(), &mut batch) == 0 {
+                    port.wait(Duration::from_secs(10));
+                }
+            }
+            batch.into_iter().for_each(|req| port.respond(req, Ok(0)));
+            println!("popped");
+            ExitCode::SUCCESS
+        }
         _ => {
-            eprintln!("usage: xseg-exerciser serve|client|hold|push|pop ...");
+            eprintln!("usage: xseg-exerciser serve|client|hold|push|pop|push-many|pop-many ...");
             ExitCode::from(2)
         }
     }
