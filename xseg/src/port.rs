@@ -849,7 +849,18 @@ impl Port {
     /// order; returns how many. One claim on the ring for the lot, whose slots then move
     /// between the cores once per line rather than once per request.
     pub fn accept_many(&self, max: usize, out: &mut Vec<Incoming>) -> usize {
-        let ring = self.seg.request_ring(self.no);
+        self.take_many(self.seg.request_ring(self.no), max, out, |index| self.admit(index))
+    }
+
+    /// Pops up to `max` indices from `ring` at once and appends what `admit` makes of each
+    /// to `out`; returns how many it appended, popping again while every one was stale.
+    fn take_many<T>(
+        &self,
+        ring: crate::ring::Ring<'_>,
+        max: usize,
+        out: &mut Vec<T>,
+        admit: impl Fn(u32) -> Option<T>,
+    ) -> usize {
         let before = out.len();
         let mut indices = [0u32; BATCH_MAX];
         loop {
@@ -861,7 +872,7 @@ impl Port {
             if popped == 0 {
                 return out.len() - before;
             }
-            out.extend(indices[..popped].iter().filter_map(|&index| self.admit(index)));
+            out.extend(indices[..popped].iter().filter_map(|&index| admit(index)));
             if out.len() > before {
                 return out.len() - before;
             }
@@ -948,23 +959,7 @@ impl Port {
     /// Takes up to `max` replies at once, appending them to `out`; returns how many. As
     /// [`accept_many`](Self::accept_many) for the reply ring.
     pub fn receive_many(&self, max: usize, out: &mut Vec<Request>) -> usize {
-        let ring = self.seg.reply_ring(self.no);
-        let before = out.len();
-        let mut indices = [0u32; BATCH_MAX];
-        loop {
-            let mut popped = 0;
-            ring.pop_many(max.min(BATCH_MAX), |index| {
-                indices[popped] = index;
-                popped += 1;
-            });
-            if popped == 0 {
-                return out.len() - before;
-            }
-            out.extend(indices[..popped].iter().filter_map(|&index| self.claim_reply(index)));
-            if out.len() > before {
-                return out.len() - before;
-            }
-        }
+        self.take_many(self.seg.reply_ring(self.no), max, out, |index| self.claim_reply(index))
     }
 
     /// Takes back request `index` popped from this port's reply ring, unless the entry is

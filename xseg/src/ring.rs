@@ -158,6 +158,22 @@ impl<'a> Ring<'a> {
         }
     }
 
+    /// How many slots from position `pos` on (at most `max`, and at most a lap) carry the
+    /// sequence `position + lag`: free for this lap with lag 0, published with lag 1. Also
+    /// whether the first slot that does not is ahead of that (another thread moved past).
+    fn run_from(&self, pos: u64, max: usize, lag: u64) -> (usize, bool) {
+        let mut n = 0;
+        while n < max.min(self.slots.len()) {
+            let at = pos.wrapping_add(n as u64);
+            let d = distance(seq_of(self.slot(at).load(Ordering::Acquire)), at.wrapping_add(lag));
+            if d != 0 {
+                return (n, d > 0);
+            }
+            n += 1;
+        }
+        (n, false)
+    }
+
     /// Appends a prefix of `values` with one claim of `tail` for all of them, so a burst
     /// costs one claim and its slots' lines move to the producer once, not once per value.
     /// Returns how many it claimed: `values[..n]` are in the ring, except those whose slot
@@ -165,20 +181,9 @@ impl<'a> Ring<'a> {
     /// `unpushed(i)` is called for each of those. 0 when the ring is full.
     pub fn push_many(&self, values: &[u32], mut unpushed: impl FnMut(usize)) -> usize {
         debug_assert!(!values.contains(&SKIP));
-        let cap = self.slots.len();
         loop {
             let pos = self.tail.load(Ordering::Relaxed);
-            let mut free = 0;
-            let mut ahead = false;
-            while free < values.len() && free < cap {
-                let at = pos.wrapping_add(free as u64);
-                let d = distance(seq_of(self.slot(at).load(Ordering::Acquire)), at);
-                if d != 0 {
-                    ahead = d > 0;
-                    break;
-                }
-                free += 1;
-            }
+            let (free, ahead) = self.run_from(pos, values.len(), 0);
             if free == 0 {
                 // As in `push`: a slot of the previous lap still full means no room now,
                 // unless another producer claimed `pos` meanwhile.
@@ -227,17 +232,7 @@ impl<'a> Ring<'a> {
         let cap = self.slots.len();
         loop {
             let pos = self.head.load(Ordering::Relaxed);
-            let mut ready = 0;
-            let mut ahead = false;
-            while ready < max && ready < cap {
-                let at = pos.wrapping_add(ready as u64);
-                let d = distance(seq_of(self.slot(at).load(Ordering::Acquire)), at.wrapping_add(1));
-                if d != 0 {
-                    ahead = d > 0;
-                    break;
-                }
-                ready += 1;
-            }
+            let (ready, ahead) = self.run_from(pos, max, 1);
             if ready == 0 {
                 if !ahead {
                     return 0;
