@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use archip_client::CreateOptions;
-use archip_testkit::{pattern, wait_gone, Role, Stack, StackOptions};
+use archip_testkit::{pattern, wait_gone, Rng, Role, Stack, StackOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -175,22 +175,6 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("{what}: first difference at byte {i}: got {:#04x}, want {:#04x}", got[i], want[i]);
-    }
-}
-
-/// A small deterministic generator for offsets and sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

@@ -237,18 +237,7 @@ impl Segment {
     fn claim_request(&self, owner: u32) -> Option<u32> {
         let n = self.geometry().nr_requests;
         let start = self.header().request_cursor.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| start.wrapping_add(i) % n).find(|&index| {
-            let state = &self.request_desc(index).state;
-            state.load(Ordering::Relaxed) == REQ_FREE
-                && state
-                    .compare_exchange(
-                        REQ_FREE,
-                        req_word(owner, REQ_HELD),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-        })
+        (0..n).map(|i| start.wrapping_add(i) % n).find(|&index| self.claim_request_at(index, owner))
     }
 
     /// Claims a free data buffer for request `index`.

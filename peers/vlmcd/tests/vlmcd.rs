@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use archip_client::{Client, ClientError, Completion, CreateOptions, Ticket};
 use archip_proto::ports;
-use archip_testkit::{pattern, wait_gone, Role, Stack, StackOptions};
+use archip_testkit::{pattern, wait_gone, Rng, Role, Stack, StackOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
@@ -122,32 +122,6 @@ fn object_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
 }
 
 fn errno_of<T: std::fmt::Debug>(result: Result<T, ClientError>) -> i32 {
@@ -936,12 +910,12 @@ fn write_stream(
                         Some(block) => {
                             let offset = block * BLOCK + rng.below(BLOCK);
                             let len = 1 + rng.below(BLOCK);
-                            (offset, pattern(rng.next(), len as usize), true)
+                            (offset, pattern(rng.next_u64(), len as usize), true)
                         }
                         None => {
                             let len = 1 + rng.below(2 * BLOCK);
                             let offset = rng.below(blocks * BLOCK - len + 1);
-                            (offset, pattern(rng.next(), len as usize), false)
+                            (offset, pattern(rng.next_u64(), len as usize), false)
                         }
                     },
                 };

@@ -18,7 +18,7 @@ use archip_proto::ports;
 use archip_rados::test_cluster::{self, TestCluster};
 use archip_rados::{RadosStore, RadosStoreOptions};
 use archip_store::ObjectStore;
-use archip_testkit::{binary, pattern, RadosOptions, Role, Stack, StackOptions};
+use archip_testkit::{binary, pattern, RadosOptions, Rng, Role, Stack, StackOptions};
 
 const MISSING_CEPH: &str =
     "Ceph is not installed: install ceph-mon ceph-osd ceph-common librados-dev (tests/run-all does)";
@@ -62,22 +62,6 @@ fn read(c: &mut Client, volume: &str, offset: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0xEE; len];
     c.read(volume, offset, &mut buf).unwrap_or_else(|e| panic!("read {volume} {offset}+{len}: {e}"));
     buf
-}
-
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// Every object of `store` whose name starts with `prefix`, with its content.

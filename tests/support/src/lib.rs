@@ -9,6 +9,10 @@
 //! The daemons are found next to the running executable (`target/<profile>/`, or its
 //! parent when the executable is a test under `deps/`): build the workspace first.
 
+mod rng;
+
+pub use rng::Rng;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
