@@ -145,16 +145,9 @@ impl Peer for BlockerPeer {
         true
     }
 
-    /// With asynchronous IO, `on_request` only starts the IO: take requests in batches.
-    /// Without it (filed), a request may wait on the disk: one at a time, so the requests
-    /// behind it go to the other workers.
-    fn accept_batch(&self) -> usize {
-        if self.store.async_io().is_some() {
-            32
-        } else {
-            1
-        }
-    }
+    // `accept_batch` stays 1: an ACQUIRE may wait for a release (up to `LOCK_WAIT_MAX`),
+    // a sync or a synchronous store's IO on the disk, and whatever a worker took in the same
+    // batch would wait behind it instead of going to an idle sibling worker.
 
     fn on_request(&self, io: &PeerIo<'_>, mut req: Incoming) {
         let view = io.port.view(&req);
