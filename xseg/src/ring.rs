@@ -57,6 +57,13 @@ fn distance(seq: u32, expected: u64) -> i32 {
     seq.wrapping_sub(expected as u32) as i32
 }
 
+/// Claims positions `[pos, pos + n)` by advancing `counter` (`head` or `tail`) from `pos`;
+/// false when another thread moved it first (or spuriously: callers look again).
+#[inline]
+fn claim(counter: &AtomicU64, pos: u64, n: u64) -> bool {
+    counter.compare_exchange_weak(pos, pos + n, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 impl<'a> Ring<'a> {
     /// Wraps existing storage. `slots.len()` must be a power of two (checked: a programmer
     /// error, the segment geometry guarantees it).
@@ -93,11 +100,7 @@ impl<'a> Ring<'a> {
             let current = slot.load(Ordering::Acquire);
             let d = distance(seq_of(current), pos);
             if d == 0 {
-                if self
-                    .tail
-                    .compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
+                if !claim(self.tail, pos, 1) {
                     continue;
                 }
                 fail::fail_point!("xseg-ring-push-claimed", |_| std::process::abort());
@@ -134,11 +137,7 @@ impl<'a> Ring<'a> {
             let current = slot.load(Ordering::Acquire);
             let d = distance(seq_of(current), pos.wrapping_add(1));
             if d == 0 {
-                if self
-                    .head
-                    .compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
+                if !claim(self.head, pos, 1) {
                     crate::sync::spin_hint();
                     continue;
                 }
@@ -193,11 +192,7 @@ impl<'a> Ring<'a> {
                 crate::sync::spin_hint();
                 continue;
             }
-            if self
-                .tail
-                .compare_exchange_weak(pos, pos + free as u64, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-            {
+            if !claim(self.tail, pos, free as u64) {
                 crate::sync::spin_hint();
                 continue;
             }
@@ -241,11 +236,7 @@ impl<'a> Ring<'a> {
                 crate::sync::spin_hint();
                 continue;
             }
-            if self
-                .head
-                .compare_exchange_weak(pos, pos + ready as u64, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-            {
+            if !claim(self.head, pos, ready as u64) {
                 crate::sync::spin_hint();
                 continue;
             }
