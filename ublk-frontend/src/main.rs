@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! archip-ublk add VOLUME [--queues N] [--depth D] [--ro] [--segment NAME] [--vlmcd-port N]
-//!                        [--retry-timeout-ms MS] [--log-file PATH] [--foreground]
+//!                        [--retry-timeout-ms MS] [--null] [--log-file PATH] [--foreground]
 //! archip-ublk del DEV|--all
 //! archip-ublk list [--json]
 //! archip-ublk recover ID
@@ -23,6 +23,10 @@
 //! (module `queue`). `del` refuses a mounted device; it stops and deletes the device and
 //! waits for its daemon to exit. State per device is a JSON record in the run directory
 //! (module `state`); the daemon logs to `--log-file` (default `<run dir>/<volume>.log`).
+//!
+//! `add --null` is for benchmarks only: the device answers every request at once without
+//! sending it anywhere (reads return zeros, writes are dropped), so it measures what
+//! archip-ublk and the ublk driver cost alone, without the segment hop and the stack.
 //!
 //! Exit codes: 0 done, 1 failed (one line on stderr says why), 2 usage error.
 
@@ -94,6 +98,10 @@ enum Command {
         /// How long IO waits and retries while vlmcd is away before failing with EIO (ms).
         #[arg(long = "retry-timeout-ms", default_value_t = 30_000, value_name = "MS")]
         retry_timeout_ms: u64,
+        /// Benchmarks only: answer every request at once without vlmcd: reads return zeros,
+        /// writes are DROPPED (archip-ublk's own ceiling, without the segment and the stack).
+        #[arg(long)]
+        null: bool,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -134,8 +142,8 @@ fn main() -> ExitCode {
 
 fn run(command: Command, dir: &Path) -> anyhow::Result<()> {
     match command {
-        Command::Add { volume, queues, depth, ro, segment, vlmcd_port, retry_timeout_ms, daemon } => {
-            add(dir, volume, queues, depth, ro, segment, vlmcd_port, retry_timeout_ms, &daemon)
+        Command::Add { volume, queues, depth, ro, segment, vlmcd_port, retry_timeout_ms, null, daemon } => {
+            add(dir, volume, queues, depth, ro, segment, vlmcd_port, retry_timeout_ms, null, &daemon)
         }
         Command::Del { device: Some(d), .. } => del(dir, parse_device(&d)?),
         Command::Del { device: None, .. } => {
@@ -191,6 +199,7 @@ fn add(
     segment: String,
     vlmcd_port: u32,
     retry_timeout_ms: u64,
+    null_answer: bool,
     daemon: &DaemonArgs,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -249,6 +258,7 @@ fn add(
         size_bytes: size,
         io_buf_bytes: io_buf_bytes(buffer_bytes),
         retry_timeout: Duration::from_millis(retry_timeout_ms),
+        null_answer,
         run_dir: dir.to_path_buf(),
         log_file,
         recover: None,
@@ -312,6 +322,7 @@ struct Listed<'a> {
     queues: u16,
     depth: u16,
     ro: bool,
+    null_answer: bool,
     pid: u32,
     state: String,
     size_bytes: u64,
@@ -352,6 +363,7 @@ fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
                 queues: r.queues,
                 depth: r.depth,
                 ro: r.ro,
+                null_answer: r.null_answer,
                 pid: r.pid,
                 state: s.split(' ').next().unwrap_or(s).to_string(),
                 size_bytes: r.size_bytes,
@@ -362,7 +374,11 @@ fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
     }
     println!("{:<14} {:<24} {:>6} {:>6} {:>8}  STATE", "DEVICE", "VOLUME", "QUEUES", "DEPTH", "PID");
     for (r, s) in recs.iter().zip(&states) {
-        let vol = if r.ro { format!("{} (ro)", r.volume) } else { r.volume.clone() };
+        let vol = match (r.ro, r.null_answer) {
+            (_, true) => format!("{} (null)", r.volume),
+            (true, false) => format!("{} (ro)", r.volume),
+            (false, false) => r.volume.clone(),
+        };
         println!("{:<14} {:<24} {:>6} {:>6} {:>8}  {s}", r.device, vol, r.queues, r.depth, r.pid);
     }
     Ok(())
@@ -392,6 +408,7 @@ fn recover(dir: &Path, id: u32, daemon: &DaemonArgs) -> anyhow::Result<()> {
         size_bytes: rec.size_bytes,
         io_buf_bytes: rec.io_buf_bytes,
         retry_timeout: Duration::from_millis(rec.retry_timeout_ms),
+        null_answer: rec.null_answer,
         run_dir: dir.to_path_buf(),
         log_file,
         recover: Some(rec),

@@ -54,6 +54,8 @@ pub struct Shared {
     pub vlmcd: u32,
     pub ro: bool,
     pub retry_timeout: Duration,
+    /// `add --null`: answer every request at once, send nothing (benchmarks only).
+    pub null_answer: bool,
     /// The dynamic ports bound for the queues (one each, by queue id), taken by the queue
     /// threads; bound before the device starts so a full segment fails `add` cleanly.
     pub ports: Mutex<Vec<Option<Port>>>,
@@ -234,6 +236,16 @@ impl QueueIo {
         }
         if window > buf.len() as u64 {
             return -libc::EINVAL;
+        }
+        if self.shared.null_answer {
+            return match op {
+                Op::Read => {
+                    buf[..len as usize].fill(0);
+                    len as i32
+                }
+                Op::Write => len as i32,
+                _ => 0,
+            };
         }
         let started = Instant::now();
         let mut backoff = BACKOFF_MIN;

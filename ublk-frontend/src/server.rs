@@ -37,6 +37,8 @@ pub struct ServeOpts {
     pub size_bytes: u64,
     pub io_buf_bytes: u32,
     pub retry_timeout: Duration,
+    /// `add --null`: answer every request at once (benchmarks only).
+    pub null_answer: bool,
     pub run_dir: PathBuf,
     pub log_file: Option<PathBuf>,
     /// Re-attach to this quiesced device instead of adding a new one.
@@ -294,6 +296,7 @@ fn serve_inner(opts: &ServeOpts, reporter: &Arc<Mutex<Reporter>>) -> anyhow::Res
         vlmcd: opts.vlmcd_port,
         ro: opts.ro,
         retry_timeout: opts.retry_timeout,
+        null_answer: opts.null_answer,
         ports: Mutex::new(ports.into_iter().map(Some).collect()),
         failed: AtomicBool::new(false),
     });
@@ -325,11 +328,15 @@ fn serve_inner(opts: &ServeOpts, reporter: &Arc<Mutex<Reporter>>) -> anyhow::Res
             retry_timeout_ms: after_opts.retry_timeout.as_millis() as u64,
             ports: port_numbers,
             log_file: after_opts.log_file.clone(),
+            null_answer: after_opts.null_answer,
         };
         let mut rep = after_reporter.lock().unwrap_or_else(|e| e.into_inner());
         match state::write(&after_opts.run_dir, &rec) {
             Ok(()) => {
                 tracing::info!(%device, volume = %rec.volume, "serving");
+                if rec.null_answer {
+                    tracing::warn!(%device, "--null: requests are answered without vlmcd (reads return zeros, writes are dropped)");
+                }
                 rep.ready(&device);
             }
             Err(e) => {

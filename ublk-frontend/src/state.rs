@@ -32,6 +32,9 @@ pub struct Record {
     /// The daemon's dynamic ports in the segment.
     pub ports: Vec<u32>,
     pub log_file: Option<PathBuf>,
+    /// `add --null`: requests are answered at once, never sent to vlmcd (benchmarks only).
+    #[serde(default)]
+    pub null_answer: bool,
 }
 
 pub fn run_dir(flag: Option<&Path>) -> PathBuf {
@@ -134,6 +137,7 @@ mod tests {
             retry_timeout_ms: 30_000,
             ports: vec![600, 601],
             log_file: None,
+            null_answer: true,
         };
         write(&dir, &rec).unwrap();
         assert_eq!(read(&dir, 3).unwrap(), Some(rec.clone()));
@@ -141,5 +145,19 @@ mod tests {
         remove(&dir, 3);
         assert_eq!(read(&dir, 3).unwrap(), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_without_null_answer_are_normal_devices() {
+        // Written by an archip-ublk older than `add --null`: a device that serves vlmcd.
+        let text = r#"{"id": 1, "device": "/dev/ublkb1", "volume": "v", "queues": 1, "depth": 64,
+            "ro": false, "pid": 7, "segment": "archipelago", "vlmcd_port": 1,
+            "size_bytes": 4096, "io_buf_bytes": 4096, "retry_timeout_ms": 1000,
+            "ports": [600], "log_file": null}"#;
+        let rec: Record = serde_json::from_str(text).unwrap();
+        assert!(!rec.null_answer);
+        // A mistyped flag is an error, not a silent default.
+        let bad = text.replace(r#""log_file": null"#, r#""log_file": null, "null_answer": "yes""#);
+        assert!(serde_json::from_str::<Record>(&bad).is_err());
     }
 }
