@@ -28,7 +28,7 @@
 //! then random reads of them with `--rados-in-flight` (16) in flight, then its cleanup.
 //! archip-fuse is measured with fio 4 KiB random read and write at the same depth
 //! (O_DIRECT, libaio) on a volume filled afresh each round (as rados bench writes its objects
-//! afresh: memstore slows down on objects with many random writes in them). The two
+//! afresh, so every round starts from the same state). The two
 //! alternate for `--rounds` rounds (the
 //! machine is shared: a burst of load then hits both) and the medians are compared; then a
 //! verifying pass (`verify=crc32c` at that depth). Target (SPEC §8): ≥ 0.7× `rados bench`.
@@ -681,10 +681,10 @@ fn run_rados(args: &FuseArgs) -> anyhow::Result<Value> {
         )?;
         let rbd_file = rbd_fuse.file();
         for round in 1..=args.rounds {
-            // Every round starts from freshly written objects, as rados bench's does: the
-            // memstore OSD keeps an object as a list of the pieces written into it, so the
-            // previous round's random writes would slow this round's IO down (see
-            // BENCHMARKS.md), which has nothing to do with the stack.
+            // Every round starts from freshly written objects, as rados bench's does, so the
+            // rounds are comparable whatever the OSD makes of an object's write history
+            // (a memstore that keeps objects as lists of written pieces slows down with it:
+            // see BENCHMARKS.md).
             eprintln!("round {round}/{}: filling {} ({size_mib} MiB on RADOS)", args.rounds, file.display());
             fill(&file, size)?;
             eprintln!("round {round}/{}: archip-fuse on RADOS, QD{depth}, then rados bench", args.rounds);

@@ -243,9 +243,8 @@ pub struct LayoutBench {
 /// layout of a volume of that many blocks — written whole first, then 4 KiB random reads
 /// and writes across them, `in_flight` at once, `seconds` each (after a second of ramp, as
 /// the FUSE runs): what a librados client gets from this cluster for the volume's IO pattern
-/// with no FUSE, vlmcd or xseg in the way. rados bench writes new 4 KiB objects instead, and
-/// a memstore OSD slows down on objects with many random writes in them, so this is the
-/// fairer ceiling for the stack's writes (a diagnostic beside the SPEC's anchor). In the
+/// with no FUSE, vlmcd or xseg in the way. rados bench writes new 4 KiB objects instead, so
+/// this is the ceiling for the stack's IO pattern (a diagnostic beside the SPEC's anchor). In the
 /// pool's default namespace (fio has no namespace option) under names of this run; removed
 /// afterwards.
 pub fn fio_layout(
