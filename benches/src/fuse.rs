@@ -2,7 +2,7 @@
 //! in one run, with three anchors on the same filesystem:
 //!
 //! * `qsd`: qemu-storage-daemon's FUSE export of a raw file (Debian 12: package
-//!   `qemu-utils`). Its 7.2 release corrupts concurrent O_DIRECT writes (fixed upstream in
+//!   `qemu-system-common`). Its 7.2 release corrupts concurrent O_DIRECT writes (fixed upstream in
 //!   2025), so its write figures may be those of a broken path: the verify pass says.
 //! * `bindfs`: bindfs (a correct libfuse passthrough) over the directory of a raw file.
 //! * `raw`: the raw file itself (no FUSE).
@@ -303,7 +303,7 @@ fn qsd(dir: &Path, size: u64) -> anyhow::Result<(Helper, PathBuf)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting qemu-storage-daemon (package qemu-utils)")?;
+        .context("starting qemu-storage-daemon (package qemu-system-common)")?;
     let mut helper = Helper { child: Some(child), mountpoint: export.clone() };
     wait_mounted(&export, "qemu-storage-daemon", &mut helper.child)?;
     Ok((helper, export))
@@ -442,7 +442,7 @@ pub fn missing(store: Store) -> Option<String> {
     let absent: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
     if !absent.is_empty() {
         let packages = match store {
-            Store::File => "fio qemu-utils bindfs fuse3",
+            Store::File => "fio qemu-system-common bindfs fuse3",
             Store::Rados => "fio fuse3",
         };
         return Some(format!("{} not found (apt-get install {packages})", absent.join(", ")));
@@ -455,7 +455,7 @@ pub fn missing(store: Store) -> Option<String> {
 
 fn run_file(args: &FuseArgs) -> anyhow::Result<Value> {
     for tool in ["fio", "qemu-storage-daemon", "bindfs", "fusermount3"] {
-        ensure!(have(tool), "{tool} is missing (apt-get install fio qemu-utils bindfs fuse3)");
+        ensure!(have(tool), "{tool} is missing (apt-get install fio qemu-system-common bindfs fuse3)");
     }
     let size_mib = args.size_mib();
     let size = size_mib << 20;
