@@ -502,84 +502,35 @@ mod tests {
         assert_eq!(pop_all(&r, 64), vec![3, 4], "the stolen slot is dropped");
     }
 
-    #[test]
-    fn threads_deliver_every_value_once() {
+    /// 4 producers push 50,000 values each through a 64-slot ring while 2 consumers take
+    /// them: every value must arrive exactly once. `produce(ring, values)` pushes all of
+    /// `values`; `consume(ring, consumer, deliver)` takes what is ready (consumer 0 or 1),
+    /// hands each value to `deliver` and returns how many it took.
+    fn assert_threads_deliver_every_value_once(
+        produce: impl Fn(&Ring<'_>, &[u32]) + Sync,
+        consume: impl Fn(&Ring<'_>, usize, &dyn Fn(u32)) -> usize + Sync,
+    ) {
         let s = storage(64);
         let r = ring(&s);
         let producers = 4u32;
         let per = 50_000u32;
         let seen: Vec<AtomicU64> = (0..producers * per).map(|_| AtomicU64::new(0)).collect();
         let taken = AtomicU64::new(0);
+        let (r, produce, consume, seen, taken) = (&r, &produce, &consume, &seen, &taken);
         std::thread::scope(|scope| {
             for p in 0..producers {
                 scope.spawn(move || {
-                    for i in 0..per {
-                        while r.push(p * per + i).is_err() {
-                            std::thread::yield_now();
-                        }
-                    }
-                });
-            }
-            for _ in 0..2 {
-                scope.spawn(|| {
-                    while taken.load(Ordering::Relaxed) < u64::from(producers * per) {
-                        match r.pop() {
-                            Some(v) => {
-                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
-                                taken.fetch_add(1, Ordering::Relaxed);
-                            }
-                            None => std::thread::yield_now(),
-                        }
-                    }
-                });
-            }
-        });
-        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
-    }
-
-    #[test]
-    fn threads_deliver_every_value_once_in_batches() {
-        let s = storage(64);
-        let r = ring(&s);
-        let producers = 4u32;
-        let per = 50_000u32;
-        let seen: Vec<AtomicU64> = (0..producers * per).map(|_| AtomicU64::new(0)).collect();
-        let taken = AtomicU64::new(0);
-        std::thread::scope(|scope| {
-            for p in 0..producers {
-                scope.spawn(move || {
-                    let values: Vec<u32> = (0..per).map(|i| p * per + i).collect();
-                    let mut next = 0;
-                    while next < values.len() {
-                        // Batches of 1 to 7, mixed with single pushes.
-                        let n = 1 + next % 7;
-                        let end = (next + n).min(values.len());
-                        let pushed = if n == 4 {
-                            usize::from(r.push(values[next]).is_ok())
-                        } else {
-                            r.push_many(&values[next..end], |i| panic!("value {i} unpushed"))
-                        };
-                        if pushed == 0 {
-                            std::thread::yield_now();
-                        }
-                        next += pushed;
-                    }
+                    let values: Vec<u32> = (p * per..(p + 1) * per).collect();
+                    produce(r, &values);
                 });
             }
             for c in 0..2 {
-                let (seen, taken) = (&seen, &taken);
                 scope.spawn(move || {
+                    let deliver = |v: u32| {
+                        seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                    };
                     while taken.load(Ordering::Relaxed) < u64::from(producers * per) {
-                        let got = if c == 0 {
-                            r.pop_many(5, |v| {
-                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
-                            })
-                        } else {
-                            r.pop().map_or(0, |v| {
-                                seen[v as usize].fetch_add(1, Ordering::Relaxed);
-                                1
-                            })
-                        };
+                        let got = consume(r, c, &deliver);
                         taken.fetch_add(got as u64, Ordering::Relaxed);
                         if got == 0 {
                             std::thread::yield_now();
@@ -589,5 +540,58 @@ mod tests {
             }
         });
         assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+
+    #[test]
+    fn threads_deliver_every_value_once() {
+        assert_threads_deliver_every_value_once(
+            |r, values| {
+                for &v in values {
+                    while r.push(v).is_err() {
+                        std::thread::yield_now();
+                    }
+                }
+            },
+            |r, _, deliver| {
+                r.pop().map_or(0, |v| {
+                    deliver(v);
+                    1
+                })
+            },
+        );
+    }
+
+    #[test]
+    fn threads_deliver_every_value_once_in_batches() {
+        assert_threads_deliver_every_value_once(
+            |r, values| {
+                let mut next = 0;
+                while next < values.len() {
+                    // Batches of 1 to 7, mixed with single pushes.
+                    let n = 1 + next % 7;
+                    let end = (next + n).min(values.len());
+                    let pushed = if n == 4 {
+                        usize::from(r.push(values[next]).is_ok())
+                    } else {
+                        r.push_many(&values[next..end], |i| panic!("value {i} unpushed"))
+                    };
+                    if pushed == 0 {
+                        std::thread::yield_now();
+                    }
+                    next += pushed;
+                }
+            },
+            // One consumer in batches of up to 5, the other one at a time.
+            |r, c, deliver| {
+                if c == 0 {
+                    r.pop_many(5, deliver)
+                } else {
+                    r.pop().map_or(0, |v| {
+                        deliver(v);
+                        1
+                    })
+                }
+            },
+        );
     }
 }

@@ -34,6 +34,16 @@ fn drain(ring: Ring<'_>) -> Vec<u32> {
     std::iter::from_fn(|| ring.pop()).collect()
 }
 
+/// A consumer thread that takes up to `max` values in one `pop_many` and returns them.
+fn spawn_batch_consumer(s: &Arc<Storage>, max: usize) -> loom::thread::JoinHandle<Vec<u32>> {
+    let s = s.clone();
+    loom::thread::spawn(move || {
+        let mut got = Vec::new();
+        s.ring().pop_many(max, |v| got.push(v));
+        got
+    })
+}
+
 #[test]
 fn two_producers_one_consumer_deliver_each_value_once() {
     loom::model(|| {
@@ -124,14 +134,7 @@ fn batch_and_single_producers_and_a_batch_consumer_deliver_each_value_once() {
             let s = s.clone();
             loom::thread::spawn(move || s.ring().push(3).unwrap())
         };
-        let consumer = {
-            let s = s.clone();
-            loom::thread::spawn(move || {
-                let mut got = Vec::new();
-                s.ring().pop_many(4, |v| got.push(v));
-                got
-            })
-        };
+        let consumer = spawn_batch_consumer(&s, 4);
         batch.join().unwrap();
         single.join().unwrap();
         let mut got = consumer.join().unwrap();
@@ -147,16 +150,7 @@ fn two_batch_consumers_never_take_the_same_value() {
     loom::model(|| {
         let s = Storage::new(4);
         assert_eq!(s.ring().push_many(&[1, 2, 3], |_| unreachable!()), 3);
-        let consumers: Vec<_> = (0..2)
-            .map(|_| {
-                let s = s.clone();
-                loom::thread::spawn(move || {
-                    let mut got = Vec::new();
-                    s.ring().pop_many(2, |v| got.push(v));
-                    got
-                })
-            })
-            .collect();
+        let consumers: Vec<_> = (0..2).map(|_| spawn_batch_consumer(&s, 2)).collect();
         let mut got: Vec<u32> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
         got.extend(drain(s.ring()));
         got.sort();
